@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-command set-up and run: `bash scripts/setup.sh demo` or `bash scripts/setup.sh test`.
+# Creates .venv (seeing the system's packages, so a torch you already have is
+# kept), installs torch==2.13.0 only if no torch is importable, then the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+task="${1:-test}"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv --system-site-packages .venv
+fi
+. .venv/bin/activate
+if ! python -c "import torch" >/dev/null 2>&1; then
+    python -m pip install -q "torch==2.13.0"
+fi
+case "$task" in
+    demo)
+        python -m pip install -q -e .
+        rapidalign demo "${@:2}"
+        ;;
+    test)
+        python -m pip install -q -e ".[test]"
+        ruff check tg_rapidalign tests benchmarks examples
+        python -m pytest -q "${@:2}"
+        ;;
+    *)
+        echo "usage: bash scripts/setup.sh {demo|test} [args...]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,21 @@
+"""tg_rapidalign: fast, differentiable kernel losses between graphs embedded in space."""
+from .functional import kernel_cosine, kernel_mmd, kernel_sums, radius_pairs
+from .kernels import GaussianKernel, MultiBandGaussianKernel
+from .nn import KernelMMDLoss
+from .weights import degree_weights, normalize_weights, uniform_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "radius_pairs",
+    "kernel_mmd",
+    "kernel_cosine",
+    "kernel_sums",
+    "GaussianKernel",
+    "MultiBandGaussianKernel",
+    "KernelMMDLoss",
+    "normalize_weights",
+    "uniform_weights",
+    "degree_weights",
+    "__version__",
+]

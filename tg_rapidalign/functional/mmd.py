@@ -1,0 +1,204 @@
+r"""Kernel MMD and kernel cosine similarity between batches of weighted point sets."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import (
+    check_batch,
+    check_choice,
+    check_positions,
+    check_positive_scalar,
+    check_same_space,
+    check_weights,
+    resolve_num_graphs,
+)
+from ..kernels import KernelLike, evaluate_bands, resolve_kernel
+from ..ops.pair_sum import make_plan, tiled_pair_sum
+from ..weights import normalize_weights
+
+KERNEL_BACKENDS = ("auto", "dense", "tiled")
+
+# The padded dense path is used below this many kernel entries in total.
+_DENSE_AUTO_LIMIT = 1 << 21
+
+
+class KernelSums(NamedTuple):
+    """Per-graph weighted kernel sums ``K_AB = sum_ij a_i b_j k(a_i, b_j)``."""
+    kxx: Tensor
+    kyy: Tensor
+    kxy: Tensor
+    wx2: Tensor  # sum_i w_i^2 per graph (for the unbiased estimator)
+    wy2: Tensor
+    nx: Tensor   # node counts per graph
+    ny: Tensor
+    k0: Tensor   # k(x, x), the kernel's value at distance 0
+
+
+def _dense_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
+    from torch_geometric.utils import to_dense_batch
+
+    X, _ = to_dense_batch(x, bx, batch_size=num_graphs)
+    Y, _ = to_dense_batch(y, by, batch_size=num_graphs)
+    WX, _ = to_dense_batch(wx, bx, batch_size=num_graphs)
+    WY, _ = to_dense_batch(wy, by, batch_size=num_graphs)
+
+    def block(A, WA, B, WB):
+        d2 = (A.unsqueeze(2) - B.unsqueeze(1)).pow(2).sum(-1)
+        k = evaluate_bands(d2, sigmas, coefs)
+        if r is not None:
+            k = k.masked_fill(d2 > r * r, 0.0)
+        return torch.einsum("bi,bij,bj->b", WA, k, WB)
+
+    return block(X, WX, X, WX), block(Y, WY, Y, WY), block(X, WX, Y, WY)
+
+
+def _tiled_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
+    # One symmetric sum over the union Z = X u Y with two coefficient channels
+    # (w on X, 0 on Y) and (0 on X, w on Y) yields K_XX, K_XY and K_YY at once,
+    # each kernel value computed once per unordered pair.
+    z = torch.cat([x, y], 0)
+    bz = torch.cat([bx, by], 0)
+    cz = torch.cat([torch.stack([wx, torch.zeros_like(wx)], 1),
+                    torch.stack([torch.zeros_like(wy), wy], 1)], 0)
+    plan = make_plan(z, bz, None, None, num_graphs, r)
+    s = tiled_pair_sum(plan, sigmas, coefs, z, cz)
+    return s[:, 0, 0], s[:, 1, 1], s[:, 0, 1]
+
+
+def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
+                batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
+                weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
+                cutoff: Optional[float] = 4.0, backend: str = "auto",
+                num_graphs: Optional[int] = None) -> KernelSums:
+    r"""The per-graph sums :math:`K_{XX}, K_{YY}, K_{XY}` behind
+    :func:`kernel_mmd` and :func:`kernel_cosine` (same arguments)."""
+    check_positions(x, "x")
+    check_positions(y, "y")
+    check_same_space(x, y)
+    check_choice(backend, "backend", KERNEL_BACKENDS)
+    cutoff = check_positive_scalar(cutoff, "cutoff", allow_none=True)
+    batch_x = check_batch(batch_x, x.size(0), "batch_x", x.device)
+    batch_y = check_batch(batch_y, y.size(0), "batch_y", y.device)
+    num_graphs = resolve_num_graphs(batch_x, batch_y, num_graphs)
+    weight_x = check_weights(weight_x, x.size(0), "weight_x", x)
+    weight_y = check_weights(weight_y, y.size(0), "weight_y", y)
+    sigmas, coefs = resolve_kernel(sigma, x.dtype, x.device)
+    r = None if cutoff is None else cutoff * float(sigmas.detach().max())
+
+    wx = normalize_weights(weight_x, batch_x, num_graphs, x.dtype)
+    wy = normalize_weights(weight_y, batch_y, num_graphs, y.dtype)
+    nx = torch.bincount(batch_x, minlength=num_graphs)
+    ny = torch.bincount(batch_y, minlength=num_graphs)
+    if backend == "auto":
+        biggest = int(torch.maximum(nx, ny).max()) if num_graphs else 0
+        backend = "dense" if num_graphs * biggest * biggest <= _DENSE_AUTO_LIMIT else "tiled"
+    fn = _dense_sums if backend == "dense" else _tiled_sums
+    kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
+    wx2 = wx.new_zeros(num_graphs).index_add_(0, batch_x, wx * wx)
+    wy2 = wy.new_zeros(num_graphs).index_add_(0, batch_y, wy * wy)
+    return KernelSums(kxx, kyy, kxy, wx2, wy2, nx, ny, coefs.sum())
+
+
+def _unbiased_self(k: Tensor, w2: Tensor, n: Tensor, k0: Tensor) -> Tensor:
+    # Drop the i == j terms (sum_i w_i^2 k(0)) and renormalise by the remaining
+    # mass 1 - sum_i w_i^2; for uniform weights this is the 1 / (n (n - 1)) U-statistic.
+    # With fewer than two nodes there is no off-diagonal pair: the term is 0.
+    ok = (n >= 2) & (w2 < 1)
+    denom = torch.where(ok, 1 - w2, torch.ones_like(w2))
+    return torch.where(ok, (k - w2 * k0) / denom, torch.zeros_like(k))
+
+
+def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
+               batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
+               weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
+               unbiased: bool = False, cutoff: Optional[float] = 4.0, backend: str = "auto",
+               num_graphs: Optional[int] = None) -> Tensor:
+    r"""The squared kernel maximum mean discrepancy between weighted point sets,
+    one value per graph:
+
+    .. math::
+        \mathrm{MMD}^2_g = K_{XX} + K_{YY} - 2 K_{XY}, \qquad
+        K_{AB} = \sum_{i \in g} \sum_{j \in g} a_i\, b_j\, k(\mathbf{a}_i, \mathbf{b}_j),
+
+    with node weights normalised to sum one per graph and the Gaussian (mixture)
+    kernel :math:`k`. With :obj:`unbiased=True` the diagonal terms :math:`i = j`
+    are left out of :math:`K_{XX}` and :math:`K_{YY}`, which are renormalised by
+    :math:`1 - \sum_i w_i^2` (for uniform weights: divided by :math:`n(n-1)`
+    instead of :math:`n^2`, the U-statistic); a side with fewer than two nodes
+    then contributes 0 for its self term.
+
+    Truncation: pairs further apart than :obj:`cutoff` times the largest
+    bandwidth are skipped. Each skipped pair changes a kernel sum by at most
+    :math:`e^{-c^2/2}` times its weight product: 3.4e-4 at :obj:`cutoff=4`,
+    1.1e-2 at 3. Because MMD is a small difference of large sums, the relative
+    error of MMD can be much larger than that of the sums (measured on 3000
+    uniform points in float64: 5e-3 in value and 5e-2 in gradient at 3,
+    9e-5 and 2e-3 at 4). :obj:`cutoff=None` sums every pair exactly. The
+    neighbour set is fixed within a call: gradients do not see pairs crossing
+    the cutoff radius.
+
+    Degenerate input: a graph with no nodes, or with all-zero weights, on one
+    side is a measure of zero mass, so its sums are 0 and the MMD equals the
+    other side's self term (0 when both are empty). Values and gradients stay
+    finite for single nodes and coincident points.
+
+    Args:
+        x (torch.Tensor): Positions :math:`[N, D]`.
+        y (torch.Tensor): Positions :math:`[M, D]`.
+        batch_x (torch.Tensor, optional): Sorted graph ids :math:`[N]`. (default: :obj:`None`)
+        batch_y (torch.Tensor, optional): Sorted graph ids :math:`[M]`. (default: :obj:`None`)
+        weight_x (torch.Tensor, optional): Non-negative node weights :math:`[N]`.
+            (default: :obj:`None`, uniform)
+        weight_y (torch.Tensor, optional): Non-negative node weights :math:`[M]`.
+            (default: :obj:`None`, uniform)
+        sigma (float or Tensor or kernel module): The bandwidth, or a
+            :class:`GaussianKernel` / :class:`MultiBandGaussianKernel`. (default: :obj:`1.0`)
+        unbiased (bool, optional): U-statistic instead of V-statistic. (default: :obj:`False`)
+        cutoff (float, optional): Truncation radius in units of the largest
+            bandwidth; :obj:`None` for the exact sum. (default: :obj:`4.0`)
+        backend (str, optional): :obj:`"dense"` (padded per-graph matrices),
+            :obj:`"tiled"` (block-sparse, O(N) memory) or :obj:`"auto"`. (default: :obj:`"auto"`)
+        num_graphs (int, optional): The number of graphs :math:`B`, needed only
+            when trailing graphs of one side are empty. (default: :obj:`None`)
+
+    Returns:
+        torch.Tensor: :math:`[B]`.
+    """
+    s = kernel_sums(x, y, batch_x, batch_y, weight_x, weight_y, sigma, cutoff=cutoff,
+                    backend=backend, num_graphs=num_graphs)
+    kxx, kyy = s.kxx, s.kyy
+    if unbiased:
+        kxx = _unbiased_self(kxx, s.wx2, s.nx, s.k0)
+        kyy = _unbiased_self(kyy, s.wy2, s.ny, s.k0)
+    return kxx + kyy - 2 * s.kxy
+
+
+def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
+                  batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
+                  weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
+                  cutoff: Optional[float] = 4.0, backend: str = "auto",
+                  num_graphs: Optional[int] = None) -> Tensor:
+    r"""The cosine of the angle between the kernel mean embeddings, per graph:
+
+    .. math::
+        \cos_g = \frac{K_{XY}}{\sqrt{K_{XX}\, K_{YY}}} \in (0, 1],
+
+    equal to 1 for identical weighted point sets (see :func:`kernel_mmd` for
+    :math:`K_{AB}`, the arguments and truncation). It does not depend on the
+    kernel's global scale. A graph with zero mass on one side gets 0; one with
+    zero mass on both sides gets 1 (two empty sets are identical).
+
+    Returns:
+        torch.Tensor: :math:`[B]`.
+    """
+    s = kernel_sums(x, y, batch_x, batch_y, weight_x, weight_y, sigma, cutoff=cutoff,
+                    backend=backend, num_graphs=num_graphs)
+    prod = s.kxx * s.kyy
+    ok = prod > 0
+    denom = torch.sqrt(torch.where(ok, prod, torch.ones_like(prod)))
+    both_empty = (s.kxx <= 0) & (s.kyy <= 0)
+    out = torch.where(ok, s.kxy / denom, torch.zeros_like(prod))
+    return torch.where(both_empty, torch.ones_like(out), out)

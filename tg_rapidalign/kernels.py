@@ -1,0 +1,191 @@
+r"""Gaussian kernels with learnable bandwidths.
+
+Every kernel in this library is a (possibly single-band) mixture
+
+.. math::
+    k(\mathbf{x}, \mathbf{y}) = s \sum_{b=1}^{K} \pi_b
+    \exp\left(-\frac{\lVert \mathbf{x} - \mathbf{y} \rVert^2}{2\sigma_b^2}\right),
+    \qquad \pi = \mathrm{softmax}(\boldsymbol{\ell}),
+
+with bandwidths :math:`\sigma_b > 0` (stored as :math:`\log \sigma_b`), mixture
+weights :math:`\pi_b` (positive, summing to one) and a global scale :math:`s > 0`
+(stored as :math:`\log s`). The ops only ever see the pair of tensors
+``(sigmas [K], coefs [K])`` with ``coefs = s * pi``, returned by :meth:`bands`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._validation import check_positive_scalar
+
+KernelLike = Union[float, Tensor, "GaussianKernel", "MultiBandGaussianKernel"]
+
+
+class _GaussianMixture(torch.nn.Module):
+    def bands(self) -> Tuple[Tensor, Tensor]:
+        """Returns ``(sigmas [K], coefs [K])`` with ``coefs = scale * softmax(logits)``."""
+        raise NotImplementedError
+
+    @property
+    def max_sigma(self) -> float:
+        return float(self.bands()[0].detach().max())
+
+    def forward(self, sqdist: Tensor) -> Tensor:
+        """Evaluates the kernel on squared distances of any shape."""
+        sigmas, coefs = self.bands()
+        return evaluate_bands(sqdist, sigmas.to(sqdist.dtype), coefs.to(sqdist.dtype))
+
+
+class GaussianKernel(_GaussianMixture):
+    r"""The single-band Gaussian kernel
+    :math:`k(\mathbf{x}, \mathbf{y}) = s\exp(-\lVert\mathbf{x}-\mathbf{y}\rVert^2 / 2\sigma^2)`.
+
+    Args:
+        sigma (float): The bandwidth :math:`\sigma > 0`. (default: :obj:`1.0`)
+        learnable (bool, optional): If :obj:`True`, :math:`\log\sigma` is a
+            parameter. (default: :obj:`False`)
+        scale (float, optional): The global scale :math:`s > 0`. (default: :obj:`1.0`)
+        learnable_scale (bool, optional): If :obj:`True`, :math:`\log s` is a
+            parameter. (default: :obj:`False`)
+    """
+
+    def __init__(self, sigma: float = 1.0, learnable: bool = False, scale: float = 1.0,
+                 learnable_scale: bool = False):
+        super().__init__()
+        sigma = check_positive_scalar(sigma, "sigma")
+        scale = check_positive_scalar(scale, "scale")
+        log_sigma = torch.tensor([math.log(sigma)], dtype=torch.float64)
+        log_scale = torch.tensor(math.log(scale), dtype=torch.float64)
+        if learnable:
+            self.log_sigma = torch.nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+        if learnable_scale:
+            self.log_scale = torch.nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    @property
+    def sigma(self) -> Tensor:
+        return self.log_sigma.exp()[0]
+
+    def bands(self) -> Tuple[Tensor, Tensor]:
+        return self.log_sigma.exp(), self.log_scale.exp().reshape(1)
+
+    def __repr__(self) -> str:
+        learn = isinstance(self.log_sigma, torch.nn.Parameter)
+        return (f"{self.__class__.__name__}(sigma={float(self.sigma):.4g}, "
+                f"scale={float(self.log_scale.exp()):.4g}, learnable={learn})")
+
+
+class MultiBandGaussianKernel(_GaussianMixture):
+    r"""A mixture of Gaussian kernels at several bandwidths,
+    :math:`k = s \sum_b \pi_b \exp(-\lVert\mathbf{x}-\mathbf{y}\rVert^2 / 2\sigma_b^2)`,
+    with :math:`\pi = \mathrm{softmax}(\boldsymbol{\ell})`.
+
+    Args:
+        sigmas (sequence of float): The initial bandwidths, all positive.
+        learnable (bool, optional): If :obj:`True`, the log-bandwidths and the
+            mixture logits are parameters. (default: :obj:`True`)
+        weights (sequence of float, optional): Initial mixture weights
+            (positive; normalised). (default: uniform)
+        scale (float, optional): The global scale :math:`s`. (default: :obj:`1.0`)
+        learnable_scale (bool, optional): If :obj:`True`, :math:`\log s` is a
+            parameter too. (default: :obj:`False`)
+    """
+
+    def __init__(self, sigmas: Sequence[float], learnable: bool = True,
+                 weights: Sequence[float] | None = None, scale: float = 1.0,
+                 learnable_scale: bool = False):
+        super().__init__()
+        if isinstance(sigmas, Tensor):
+            sigmas = sigmas.detach().flatten().tolist()
+        sigmas = [check_positive_scalar(s, "sigmas") for s in sigmas]
+        if len(sigmas) == 0:
+            raise ValueError("sigmas must hold at least one bandwidth")
+        if weights is None:
+            weights = [1.0] * len(sigmas)
+        if isinstance(weights, Tensor):
+            weights = weights.detach().flatten().tolist()
+        weights = [check_positive_scalar(w, "weights") for w in weights]
+        if len(weights) != len(sigmas):
+            raise ValueError(f"weights must have {len(sigmas)} entries, got {len(weights)}")
+        scale = check_positive_scalar(scale, "scale")
+        log_sigma = torch.tensor([math.log(s) for s in sigmas], dtype=torch.float64)
+        logits = torch.tensor([math.log(w) for w in weights], dtype=torch.float64)
+        logits = logits - logits.mean()
+        log_scale = torch.tensor(math.log(scale), dtype=torch.float64)
+        for name, value, learn in (("log_sigma", log_sigma, learnable),
+                                   ("logits", logits, learnable),
+                                   ("log_scale", log_scale, learnable_scale)):
+            if learn:
+                setattr(self, name, torch.nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
+
+    @property
+    def sigmas(self) -> Tensor:
+        return self.log_sigma.exp()
+
+    @property
+    def mixture_weights(self) -> Tensor:
+        return torch.softmax(self.logits, dim=0)
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
+
+    def bands(self) -> Tuple[Tensor, Tensor]:
+        return self.log_sigma.exp(), self.log_scale.exp() * torch.softmax(self.logits, dim=0)
+
+    def __repr__(self) -> str:
+        fmt = ", ".join
+        sig = fmt(f"{float(s):.4g}" for s in self.sigmas)
+        pis = fmt(f"{float(p):.3f}" for p in self.mixture_weights)
+        learn = isinstance(self.log_sigma, torch.nn.Parameter)
+        return (f"{self.__class__.__name__}(sigmas=[{sig}], weights=[{pis}], "
+                f"scale={float(self.scale):.4g}, learnable={learn})")
+
+
+def evaluate_bands(sqdist: Tensor, sigmas: Tensor, coefs: Tensor) -> Tensor:
+    """``sum_b coefs[b] * exp(-sqdist / (2 sigmas[b]^2))`` elementwise."""
+    out = None
+    for b in range(sigmas.numel()):
+        term = coefs[b] * torch.exp(sqdist * (-0.5 / sigmas[b] ** 2))
+        out = term if out is None else out + term
+    return out
+
+
+def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tensor, Tensor]:
+    """Turns a float, a 0-d tensor or a kernel module into ``(sigmas [K], coefs [K])``.
+
+    Gradients flow from the returned tensors to a tensor ``sigma`` or to the
+    module's parameters.
+    """
+    if isinstance(sigma, _GaussianMixture):
+        sigmas, coefs = sigma.bands()
+    elif isinstance(sigma, Tensor):
+        if sigma.numel() != 1:
+            raise ValueError(f"sigma must be a scalar tensor, got shape {tuple(sigma.shape)}")
+        if not sigma.is_floating_point():
+            sigma = sigma.to(dtype)
+        if not bool(torch.isfinite(sigma).all()) or float(sigma.detach()) <= 0:
+            raise ValueError(f"sigma must be positive and finite, got {float(sigma.detach())}")
+        sigmas = sigma.reshape(1)
+        coefs = torch.ones(1, dtype=dtype, device=device)
+    elif isinstance(sigma, torch.nn.Module):
+        raise TypeError(f"sigma must be a float, a tensor or a Gaussian kernel module, got "
+                        f"{type(sigma).__name__}")
+    else:
+        value = check_positive_scalar(sigma, "sigma")
+        sigmas = torch.tensor([value], dtype=dtype, device=device)
+        coefs = torch.ones(1, dtype=dtype, device=device)
+    sigmas = sigmas.to(device=device, dtype=dtype)
+    coefs = coefs.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(sigmas).all()) or bool((sigmas <= 0).any()):
+        raise ValueError("sigma: every bandwidth must be positive and finite")
+    return sigmas, coefs

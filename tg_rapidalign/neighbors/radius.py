@@ -1,0 +1,143 @@
+"""``radius_pairs``: exact, batched radius search with several backends."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import (
+    check_batch,
+    check_choice,
+    check_positions,
+    check_positive_scalar,
+    check_same_space,
+    resolve_num_graphs,
+)
+from .grid import grid_radius
+
+BACKENDS = ("auto", "dense", "grid", "torch_cluster", "pyg_lib")
+
+# Below this many candidate pairs the all-pairs distance matrix is cheapest.
+_DENSE_LIMIT = 1 << 16
+
+
+def has_torch_cluster() -> bool:
+    return importlib.util.find_spec("torch_cluster") is not None
+
+
+def has_pyg_lib_radius() -> bool:
+    try:
+        import torch_geometric.typing as pyg_typing
+    except ImportError:  # pragma: no cover - torch_geometric is a dependency
+        return False
+    return bool(getattr(pyg_typing, "WITH_RADIUS", False))
+
+
+def available_backends() -> tuple:
+    """The radius-search backends usable in this environment."""
+    out = ["dense", "grid"]
+    if has_torch_cluster():
+        out.append("torch_cluster")
+    if has_pyg_lib_radius():
+        out.append("pyg_lib")
+    return tuple(out)
+
+
+def _dense_radius(x, y, r, batch_x, batch_y):
+    d2 = (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)
+    mask = (d2 <= r * r) & (batch_x[:, None] == batch_y[None, :])
+    return mask.nonzero().t()
+
+
+def _external_radius(fn, x, y, r, batch_x, batch_y, num_graphs):
+    """torch_cluster / pyg-lib: query with a slightly larger radius, since their
+    comparison may be strict, then filter exactly, so pairs at ``r`` are kept."""
+    if x.size(0) == 0 or y.size(0) == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=x.device)
+    cap = max(x.size(0), 1)
+    r_query = r * (1.0 + 1e-6) + 1e-30
+    # Both libraries return [2, E] with row 0 indexing y and row 1 indexing x.
+    out = fn(x, y, r_query, batch_x, batch_y, cap, num_graphs)
+    j, i = out[0], out[1]
+    d2 = (x[i] - y[j]).pow(2).sum(1)
+    keep = d2 <= r * r
+    return torch.stack([i[keep], j[keep]], 0)
+
+
+def _torch_cluster(x, y, r, batch_x, batch_y, cap, num_graphs):
+    import torch_cluster
+    return torch_cluster.radius(x, y, r, batch_x, batch_y, max_num_neighbors=cap)
+
+
+def _pyg_lib(x, y, r, batch_x, batch_y, cap, num_graphs):
+    from torch_geometric.nn.pool import radius
+    return radius(x, y, r, batch_x, batch_y, max_num_neighbors=cap, batch_size=num_graphs)
+
+
+def pick_backend(x: Tensor, y: Tensor) -> str:
+    if x.size(0) * y.size(0) <= _DENSE_LIMIT:
+        return "dense"
+    if x.is_cuda and has_torch_cluster():
+        return "torch_cluster"
+    if x.is_cuda and has_pyg_lib_radius():
+        return "pyg_lib"
+    return "grid"
+
+
+def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
+                 batch_y: Optional[Tensor] = None, *, backend: str = "auto",
+                 num_graphs: Optional[int] = None) -> Tensor:
+    r"""Finds every pair of points within distance :obj:`r` of each other that
+    belong to the same graph:
+
+    .. math::
+        \mathcal{E} = \{(i, j) : \lVert \mathbf{x}_i - \mathbf{y}_j \rVert \le r,\;
+        b^x_i = b^y_j\}.
+
+    The search is exact: no neighbour is ever dropped (there is no
+    ``max_num_neighbors`` cap), and distances exactly equal to :obj:`r` are
+    included (the test is ``||x_i - y_j||^2 <= r^2`` in the input dtype).
+
+    Args:
+        x (torch.Tensor): Points :math:`[N, D]`.
+        y (torch.Tensor): Points :math:`[M, D]`.
+        r (float): The radius, positive.
+        batch_x (torch.Tensor, optional): Sorted graph ids of :obj:`x`, :math:`[N]`.
+            (default: :obj:`None`, one graph)
+        batch_y (torch.Tensor, optional): Sorted graph ids of :obj:`y`, :math:`[M]`.
+            (default: :obj:`None`)
+        backend (str, optional): :obj:`"dense"` (all pairs, for small inputs),
+            :obj:`"grid"` (pure-torch cell list, O(N + M + E) memory),
+            :obj:`"torch_cluster"` or :obj:`"pyg_lib"` (when installed), or
+            :obj:`"auto"` for the fastest available. (default: :obj:`"auto"`)
+        num_graphs (int, optional): The number of graphs, when trailing graphs
+            of one side are empty. (default: :obj:`None`)
+
+    Returns:
+        torch.LongTensor: :math:`[2, E]`, row 0 indexing :obj:`x` and row 1
+        indexing :obj:`y`. Pair order is unspecified.
+    """
+    check_positions(x, "x")
+    check_positions(y, "y")
+    check_same_space(x, y)
+    r = check_positive_scalar(r, "r")
+    check_choice(backend, "backend", BACKENDS)
+    batch_x = check_batch(batch_x, x.size(0), "batch_x", x.device)
+    batch_y = check_batch(batch_y, y.size(0), "batch_y", y.device)
+    num_graphs = resolve_num_graphs(batch_x, batch_y, num_graphs)
+    if backend == "auto":
+        backend = pick_backend(x, y)
+    x, y = x.detach(), y.detach()
+    if backend == "dense":
+        return _dense_radius(x, y, r, batch_x, batch_y)
+    if backend == "grid":
+        return grid_radius(x, y, r, batch_x, batch_y, num_graphs)
+    if backend == "torch_cluster":
+        if not has_torch_cluster():
+            raise ValueError("backend 'torch_cluster' requested but torch_cluster is not installed")
+        return _external_radius(_torch_cluster, x, y, r, batch_x, batch_y, num_graphs)
+    if not has_pyg_lib_radius():
+        raise ValueError("backend 'pyg_lib' requested but pyg-lib (with radius) is not installed")
+    return _external_radius(_pyg_lib, x, y, r, batch_x, batch_y, num_graphs)

@@ -1,0 +1,4 @@
+"""Loss modules."""
+from .mmd_loss import KernelMMDLoss
+
+__all__ = ["KernelMMDLoss"]

@@ -1,0 +1,138 @@
+"""``torch.nn.Module`` wrappers of the kernel MMD / cosine ops for PyG data."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice
+from ..functional.mmd import kernel_cosine, kernel_mmd
+from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
+from ..weights import degree_weights, normalize_weights
+
+WeightSpec = Union[None, str, Tensor, Callable]
+
+
+def _unpack(data, name: str) -> Tuple[Tensor, Optional[Tensor], Optional[int]]:
+    """``(pos, batch, num_graphs)`` from a ``Data``/``Batch`` or a plain tensor."""
+    if isinstance(data, Tensor):
+        return data, None, None
+    pos = getattr(data, "pos", None)
+    if pos is None:
+        raise TypeError(f"{name} must be a tensor or a PyG Data/Batch with 'pos', got "
+                        f"{type(data).__name__}")
+    batch = getattr(data, "batch", None)
+    num_graphs = getattr(data, "num_graphs", None) if batch is not None else 1
+    return pos, batch, num_graphs
+
+
+def resolve_weight(spec: WeightSpec, data, num_nodes: int, like: Tensor, name: str) -> Optional[Tensor]:
+    """Node weights from a spec: ``None``/``"uniform"``, ``"degree"`` (from
+    ``edge_index``), the name of a node attribute, a tensor, or a callable
+    ``data -> Tensor`` (e.g. a learned module)."""
+    if spec is None or (isinstance(spec, str) and spec == "uniform"):
+        return None
+    if isinstance(spec, Tensor):
+        return spec
+    if isinstance(spec, str):
+        if isinstance(data, Tensor):
+            raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
+        if spec == "degree":
+            edge_index = getattr(data, "edge_index", None)
+            if edge_index is None:
+                raise ValueError(f"{name}='degree' needs 'edge_index' on the input")
+            return degree_weights(edge_index, num_nodes, like.dtype)
+        value = getattr(data, spec, None)
+        if value is None:
+            raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
+        return value.view(-1).to(like.dtype)
+    if callable(spec):
+        return spec(data).view(-1)
+    raise TypeError(f"{name} must be None, 'uniform', 'degree', an attribute name, a tensor "
+                    f"or a callable, got {type(spec).__name__}")
+
+
+class KernelMMDLoss(torch.nn.Module):
+    r"""Kernel MMD (or ``1 - cosine``) between predicted and target graphs,
+
+    .. math::
+        \mathcal{L} = \operatorname{reduce}_g \left( K_{XX} + K_{YY} - 2 K_{XY} \right)_g,
+
+    see :func:`tg_rapidalign.kernel_mmd`. Takes two ``Data``/``Batch`` objects
+    with ``pos`` (node counts may differ per graph), or two position tensors
+    with their batch vectors.
+
+    Args:
+        kernel (float or kernel module): The bandwidth or a
+            :class:`GaussianKernel` / :class:`MultiBandGaussianKernel`; a module's
+            parameters are trained with the model. (default: :obj:`1.0`)
+        weight (str, Tensor or callable, optional): Node weights of both sides:
+            :obj:`"uniform"`, :obj:`"degree"`, a node attribute name or a callable
+            on the data. (default: :obj:`None`, uniform)
+        max_weight_ratio (float, optional): Clamp any node's normalised weight
+            to this multiple of the uniform weight. (default: :obj:`None`)
+        unbiased (bool, optional): U-statistic. (default: :obj:`False`)
+        cutoff (float, optional): Truncation in units of the largest bandwidth.
+            (default: :obj:`4.0`)
+        similarity (str, optional): :obj:`"mmd"` or :obj:`"cosine"` (the loss is
+            then :math:`1 - \cos`). (default: :obj:`"mmd"`)
+        reduction (str, optional): :obj:`"mean"`, :obj:`"sum"` or :obj:`"none"`.
+            (default: :obj:`"mean"`)
+        backend (str, optional): See :func:`kernel_mmd`. (default: :obj:`"auto"`)
+    """
+
+    def __init__(self, kernel: KernelLike = 1.0, weight: WeightSpec = None,
+                 max_weight_ratio: Optional[float] = None, unbiased: bool = False,
+                 cutoff: Optional[float] = 4.0, similarity: str = "mmd",
+                 reduction: str = "mean", backend: str = "auto"):
+        super().__init__()
+        if not isinstance(kernel, _GaussianMixture):
+            kernel = GaussianKernel(float(kernel))
+        self.kernel = kernel
+        self.weight = weight
+        self.max_weight_ratio = max_weight_ratio
+        self.unbiased = unbiased
+        self.cutoff = cutoff
+        self.similarity = check_choice(similarity, "similarity", ("mmd", "cosine"))
+        self.reduction = check_choice(reduction, "reduction", ("mean", "sum", "none"))
+        self.backend = backend
+        if unbiased and similarity == "cosine":
+            raise ValueError("unbiased applies to similarity='mmd' only")
+
+    def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
+                batch_target: Optional[Tensor] = None) -> Tensor:
+        x, bx, nx = _unpack(pred, "pred")
+        y, by, ny = _unpack(target, "target")
+        bx = batch_pred if batch_pred is not None else bx
+        by = batch_target if batch_target is not None else by
+        num_graphs = None
+        if nx is not None and ny is not None:
+            if nx != ny:
+                raise ValueError(f"pred has {nx} graphs but target has {ny}")
+            num_graphs = nx
+        wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
+        wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
+        if self.max_weight_ratio is not None:
+            wx, wy = (self._clamp(w, b, n, t, num_graphs) for w, b, n, t in
+                      ((wx, bx, x.size(0), x), (wy, by, y.size(0), y)))
+        kwargs = dict(cutoff=self.cutoff, backend=self.backend, num_graphs=num_graphs)
+        if self.similarity == "mmd":
+            out = kernel_mmd(x, y, bx, by, wx, wy, self.kernel, unbiased=self.unbiased, **kwargs)
+        else:
+            out = 1.0 - kernel_cosine(x, y, bx, by, wx, wy, self.kernel, **kwargs)
+        if self.reduction == "mean":
+            return out.mean()
+        if self.reduction == "sum":
+            return out.sum()
+        return out
+
+    def _clamp(self, w, batch, n, like, num_graphs):
+        if batch is None:
+            batch = torch.zeros(n, dtype=torch.long, device=like.device)
+        b = num_graphs if num_graphs is not None else (int(batch.max()) + 1 if n else 1)
+        return normalize_weights(w, batch, b, like.dtype, max_ratio=self.max_weight_ratio)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(kernel={self.kernel}, similarity={self.similarity!r}, "
+                f"unbiased={self.unbiased}, cutoff={self.cutoff}, reduction={self.reduction!r})")

@@ -1,0 +1,1 @@
+"""Low-level pair-sum machinery shared by the losses."""

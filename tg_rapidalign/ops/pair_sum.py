@@ -1,0 +1,226 @@
+r"""Per-graph weighted kernel sums over truncated pairs, in O(N) memory.
+
+For point sets :math:`A`, :math:`B` with per-point coefficient channels
+:math:`c^A \in \mathbb{R}^{N \times C}`, :math:`c^B \in \mathbb{R}^{M \times C}`,
+
+.. math::
+    S_g[c, d] = \sum_{i \in g} \sum_{j \in g,\ \lVert a_i - b_j \rVert \le r}
+    c^A_{ic}\, c^B_{jd}\, k(a_i, b_j),
+
+for a Gaussian mixture kernel ``k`` given by ``(sigmas, coefs)``. The sum is
+evaluated over dense blocks of Morton-sorted tiles (see :mod:`.tiles`), a
+bounded number of blocks at a time, and the backward pass recomputes the blocks
+instead of storing them, so memory is O(N + M) whatever the number of pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .tiles import TileLayout, build_tiles, tile_pairs
+
+TILE_SIZE = 32
+# Kernel values held at once (per chunk of tile pairs).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+@dataclass
+class PairPlan:
+    a: TileLayout
+    b: TileLayout
+    ia: Tensor
+    ib: Tensor
+    r2: Optional[float]
+    num_graphs: int
+    symmetric: bool
+    chunks: List[Tuple[int, int]]
+
+
+def make_plan(pos_a: Tensor, batch_a: Tensor, pos_b: Optional[Tensor], batch_b: Optional[Tensor],
+              num_graphs: int, r: Optional[float], tile_size: int = TILE_SIZE) -> PairPlan:
+    """Tiles both sets and lists the interacting tile pairs. ``pos_b=None`` means
+    the symmetric sum of ``pos_a`` with itself (each unordered tile pair once)."""
+    a = build_tiles(pos_a, batch_a, num_graphs, tile_size)
+    symmetric = pos_b is None
+    b = a if symmetric else build_tiles(pos_b, batch_b, num_graphs, tile_size)
+    ia, ib = tile_pairs(a, b, r, symmetric)
+    step = max(1, _CHUNK_ELEMENTS // (tile_size * tile_size))
+    chunks = [(s, min(s + step, ia.numel())) for s in range(0, ia.numel(), step)]
+    return PairPlan(a, b, ia, ib, None if r is None else r * r, num_graphs, symmetric, chunks)
+
+
+def _padded(values: Tensor, layout: TileLayout) -> Tensor:
+    """[n, F] -> [nt, T, F], padding slots zero."""
+    out = values[layout.gather]
+    return out * layout.valid.unsqueeze(-1).to(out.dtype)
+
+
+# Exponent given to pairs beyond the cutoff: exp(-80) < 2e-35 is a numerical zero
+# for any kernel sum, and (unlike -inf or an underflowing value) keeps exp on
+# its fast vectorised path.
+_FLOOR = -80.0
+
+
+def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
+              r2: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Returns the centred blocks ``A``, ``B`` and ``E = -scale * ||a_i - b_j||^2``,
+    set to ``_FLOOR`` beyond the cutoff.
+
+    Both blocks are centred on a tile centre, so the expansion
+    ``|a|^2 + |b|^2 - 2 a.b`` loses little to cancellation; the three terms come
+    out of one batched product of augmented ``[P, T, D + 2]`` blocks.
+    """
+    A = pa - center.unsqueeze(1)
+    B = pb - center.unsqueeze(1)
+    ones = torch.ones_like(A[..., :1])
+    a_aug = torch.cat([A, A.pow(2).sum(-1, keepdim=True), ones], -1)
+    b_aug = torch.cat([B * (2 * scale), -scale * ones, -scale * B.pow(2).sum(-1, keepdim=True)], -1)
+    E = torch.matmul(a_aug, b_aug.transpose(1, 2))
+    if r2 is not None:
+        # threshold_ replaces x <= t: t just below -scale * r2 keeps d2 == r2.
+        t = torch.nextafter(-scale * r2, torch.tensor(-float("inf"), dtype=E.dtype))
+        torch.nn.functional.threshold_(E, float(t), _FLOOR)
+    return A, B, E
+
+
+def _band_exp(E: Tensor, factor: Optional[Tensor], inplace: bool) -> Tensor:
+    """``exp(factor * E)``, with exponents floored at ``_FLOOR``."""
+    if factor is None:
+        return E.clamp_min_(_FLOOR).exp_() if inplace else E.clamp_min(_FLOOR).exp_()
+    return (E * factor).clamp_min_(_FLOOR).exp_()
+
+
+def _sym(gs: Tensor, offdiag: Tensor) -> Tensor:
+    # An off-diagonal tile pair stands for both (a, b) and (b, a): S + S^T.
+    return torch.where(offdiag.view(-1, 1, 1), gs + gs.transpose(1, 2), gs)
+
+
+class _TiledPairSum(torch.autograd.Function):
+    """Forward: ``S = sum_b c_b * C_a^T exp(-d2 / 2 s_b^2) C_b`` per tile pair.
+
+    Backward never forms the per-pair upstream weight ``G = C_a gS C_b^T``: it
+    has rank ``C``, so every gradient is a product of the kernel block with thin
+    matrices (two batched products per band).
+    """
+
+    @staticmethod
+    def forward(ctx, plan: PairPlan, sigmas: Tensor, coefs: Tensor, pos_a: Tensor, coef_a: Tensor,
+                pos_b: Tensor, coef_b: Tensor) -> Tensor:
+        pa, ca = _padded(pos_a, plan.a), _padded(coef_a, plan.a)
+        pb, cb = (pa, ca) if plan.symmetric else (_padded(pos_b, plan.b), _padded(coef_b, plan.b))
+        inv = 0.5 / (sigmas * sigmas)
+        single = sigmas.numel() == 1
+        base_scale = inv[0] if single else torch.ones_like(inv[0])
+        out = pos_a.new_zeros(plan.num_graphs, coef_a.size(1), coef_b.size(1))
+        for lo, hi in plan.chunks:
+            ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
+            _, _, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, plan.r2)
+            cbi = cb[ib]
+            if single:
+                kc = torch.bmm(_band_exp(E, None, True), cbi) * coefs[0]
+            else:
+                kc = sum(torch.bmm(_band_exp(E, inv[b], False), cbi) * coefs[b]
+                         for b in range(sigmas.numel()))
+            s = torch.bmm(ca[ia].transpose(1, 2), kc)
+            if plan.symmetric:
+                s = _sym(s, ia != ib)
+            out.index_add_(0, plan.a.graph[ia], s)
+        ctx.plan = plan
+        ctx.save_for_backward(sigmas, coefs, pos_a, coef_a, pos_b, coef_b)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        plan: PairPlan = ctx.plan
+        sigmas, coefs, pos_a, coef_a, pos_b, coef_b = ctx.saved_tensors
+        need_sig, need_coef, need_pa, need_ca, need_pb, need_cb = ctx.needs_input_grad[1:]
+        if plan.symmetric:
+            # Both sides are the same tensor: each accumulates into the same tiles.
+            need_pa = need_pb = need_pa or need_pb
+            need_ca = need_cb = need_ca or need_cb
+        pa, ca = _padded(pos_a, plan.a), _padded(coef_a, plan.a)
+        pb, cb = (pa, ca) if plan.symmetric else (_padded(pos_b, plan.b), _padded(coef_b, plan.b))
+        nc_a, nc_b, dim = ca.size(-1), cb.size(-1), pa.size(-1)
+        # Per-tile accumulators: [gradient w.r.t. coefficients | positions].
+        acc_a = pa.new_zeros(pa.size(0), pa.size(1), nc_a + dim)
+        acc_b = acc_a if plan.symmetric else pb.new_zeros(pb.size(0), pb.size(1), nc_b + dim)
+        g_sig = torch.zeros_like(sigmas)
+        g_coef = torch.zeros_like(coefs)
+        inv = 0.5 / (sigmas * sigmas)
+        single = sigmas.numel() == 1
+        base_scale = inv[0] if single else torch.ones_like(inv[0])
+        for lo, hi in plan.chunks:
+            ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
+            A, B, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, plan.r2)
+            gs = grad_out[plan.a.graph[ia]]
+            if plan.symmetric:
+                gs = _sym(gs, ia != ib)
+            cai, cbi = ca[ia], cb[ib]
+            # G_ij = sum_d U_id cb_jd = sum_c ca_ic V_jc
+            U = torch.bmm(cai, gs)
+            V = torch.bmm(cbi, gs.transpose(1, 2))
+            # Right-hand sides: [V | cb (x) B | cb] and [U | ca (x) A | ca].
+            rhs_b = torch.cat([V, (cbi.unsqueeze(-1) * B.unsqueeze(-2)).flatten(2), cbi], -1)
+            rhs_a = torch.cat([U, (cai.unsqueeze(-1) * A.unsqueeze(-2)).flatten(2), cai], -1)
+            m1 = m2 = None
+            for band in range(sigmas.numel()):
+                e = _band_exp(E, None, not need_sig) if single else _band_exp(E, inv[band], False)
+                if need_sig:
+                    # d/dsigma exp(-d2 / 2 s^2) = exp(.) d2 / s^3, with d2 = -E / base_scale
+                    w = torch.bmm(e * E, cbi)
+                    g_sig[band] -= (U * w).sum() * coefs[band] / (base_scale * sigmas[band] ** 3)
+                p1 = torch.bmm(e, rhs_b)
+                p2 = torch.bmm(e.transpose(1, 2), rhs_a)
+                if need_coef:
+                    g_coef[band] += (U * p1[..., -nc_b:]).sum()
+                # Scale for coefficient gradients (c_b) and for positions (c_b / s_b^2).
+                w_pos = -2.0 * coefs[band] * inv[band]
+                m1 = _accumulate(m1, p1, coefs[band], w_pos, nc_a)
+                m2 = _accumulate(m2, p2, coefs[band], w_pos, nc_b)
+            if need_ca or need_pa:
+                acc_a.index_add_(0, ia, _side_grad(m1, U, A, nc_a, dim))
+            if need_cb or need_pb:
+                acc_b.index_add_(0, ib, _side_grad(m2, V, B, nc_b, dim))
+
+        def unpad(acc, layout, like, sl):
+            out = torch.zeros_like(like)
+            out.index_add_(0, layout.index[layout.valid], acc[..., sl][layout.valid])
+            return out
+
+        ga = (unpad(acc_a, plan.a, pos_a, slice(nc_a, None)) if need_pa else None,
+              unpad(acc_a, plan.a, coef_a, slice(0, nc_a)) if need_ca else None)
+        gb = (None, None) if plan.symmetric else (
+            unpad(acc_b, plan.b, pos_b, slice(nc_b, None)) if need_pb else None,
+            unpad(acc_b, plan.b, coef_b, slice(0, nc_b)) if need_cb else None)
+        return (None, g_sig if need_sig else None, g_coef if need_coef else None, *ga, *gb)
+
+
+def _accumulate(m: Optional[Tensor], p: Tensor, w_coef: Tensor, w_pos: Tensor, nc: int) -> Tensor:
+    """Weights the columns of one band's product: the first ``nc`` (coefficient
+    gradients) by ``w_coef``, the rest (position gradients) by ``w_pos``."""
+    scale = torch.cat([w_coef.expand(nc), w_pos.expand(p.size(-1) - nc)])
+    p = p * scale
+    return p if m is None else m + p
+
+
+def _side_grad(m: Tensor, U: Tensor, A: Tensor, nc: int, dim: int) -> Tensor:
+    """From ``m = K @ [V | c (x) B | c]`` (columns weighted), the gradients of one
+    side: coefficients ``K V`` and positions ``sum_d U_d (a * (K c_d) - K (c_d B))``."""
+    n_other = (m.size(-1) - nc) // (dim + 1)
+    g_coef = m[..., :nc]
+    kcb = m[..., nc:nc + n_other * dim].unflatten(-1, (n_other, dim))
+    kc = m[..., nc + n_other * dim:]
+    g_pos = A * (U * kc).sum(-1, keepdim=True) - (U.unsqueeze(-1) * kcb).sum(-2)
+    return torch.cat([g_coef, g_pos], -1)
+
+
+def tiled_pair_sum(plan: PairPlan, sigmas: Tensor, coefs: Tensor, pos_a: Tensor, coef_a: Tensor,
+                   pos_b: Optional[Tensor] = None, coef_b: Optional[Tensor] = None) -> Tensor:
+    """Returns ``S [B, C_a, C_b]`` as defined in the module docstring."""
+    if plan.symmetric:
+        pos_b, coef_b = pos_a, coef_a
+    return _TiledPairSum.apply(plan, sigmas, coefs, pos_a, coef_a, pos_b, coef_b)
