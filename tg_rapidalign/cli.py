@@ -28,7 +28,7 @@ def _demo(args) -> int:
         loss = loss_fn(pred, target)
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
         bar.set_postfix(mmd=f"{history[-1]:.2e}")
     with torch.no_grad():
         cos = kernel_cosine(pred.pos, target.pos, pred.batch, target.batch, sigma=kernel)

@@ -64,6 +64,12 @@ def _padded(values: Tensor, layout: TileLayout) -> Tensor:
 _FLOOR = -80.0
 
 
+def _moments(p: Tensor, c: Tensor, layout: TileLayout) -> Tensor:
+    """``[c (x) (p - tile centre) | c]`` per tile slot: ``[nt, T, C * (D + 1)]``."""
+    rel = p - layout.center.unsqueeze(1)
+    return torch.cat([(c.unsqueeze(-1) * rel.unsqueeze(-2)).flatten(2), c], -1)
+
+
 def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
               r2: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns the centred blocks ``A``, ``B`` and ``E = -scale * ||a_i - b_j||^2``,
@@ -144,7 +150,13 @@ class _TiledPairSum(torch.autograd.Function):
             need_ca = need_cb = need_ca or need_cb
         pa, ca = _padded(pos_a, plan.a), _padded(coef_a, plan.a)
         pb, cb = (pa, ca) if plan.symmetric else (_padded(pos_b, plan.b), _padded(coef_b, plan.b))
-        nc_a, nc_b, dim = ca.size(-1), cb.size(-1), pa.size(-1)
+        dim = pa.size(-1)
+        # Widths of the coefficient-gradient columns (0 when not needed).
+        nc_a = ca.size(-1) if need_ca else 0
+        nc_b = cb.size(-1) if need_cb else 0
+        # Per-tile [c (x) (p - centre) | c], shared by every tile pair.
+        qa = _moments(pa, ca, plan.a)
+        qb = qa if plan.symmetric else _moments(pb, cb, plan.b)
         # Per-tile accumulators: [gradient w.r.t. coefficients | positions].
         acc_a = pa.new_zeros(pa.size(0), pa.size(1), nc_a + dim)
         acc_b = acc_a if plan.symmetric else pb.new_zeros(pb.size(0), pb.size(1), nc_b + dim)
@@ -163,9 +175,10 @@ class _TiledPairSum(torch.autograd.Function):
             # G_ij = sum_d U_id cb_jd = sum_c ca_ic V_jc
             U = torch.bmm(cai, gs)
             V = torch.bmm(cbi, gs.transpose(1, 2))
-            # Right-hand sides: [V | cb (x) B | cb] and [U | ca (x) A | ca].
-            rhs_b = torch.cat([V, (cbi.unsqueeze(-1) * B.unsqueeze(-2)).flatten(2), cbi], -1)
-            rhs_a = torch.cat([U, (cai.unsqueeze(-1) * A.unsqueeze(-2)).flatten(2), cai], -1)
+            # Right-hand sides [V | cb (x) B | cb] (B centred on the b tile, as is A)
+            # and [U | ca (x) A' | ca] (centred on the a tile, as B' below).
+            rhs_b = torch.cat([V, qb[ib]], -1) if nc_a else qb[ib]
+            rhs_a = torch.cat([U, qa[ia]], -1) if nc_b else qa[ia]
             m1 = m2 = None
             for band in range(sigmas.numel()):
                 e = _band_exp(E, None, not need_sig) if single else _band_exp(E, inv[band], False)
@@ -176,7 +189,7 @@ class _TiledPairSum(torch.autograd.Function):
                 p1 = torch.bmm(e, rhs_b)
                 p2 = torch.bmm(e.transpose(1, 2), rhs_a)
                 if need_coef:
-                    g_coef[band] += (U * p1[..., -nc_b:]).sum()
+                    g_coef[band] += (U * p1[..., -U.size(-1):]).sum()
                 # Scale for coefficient gradients (c_b) and for positions (c_b / s_b^2).
                 w_pos = -2.0 * coefs[band] * inv[band]
                 m1 = _accumulate(m1, p1, coefs[band], w_pos, nc_a)
@@ -184,7 +197,8 @@ class _TiledPairSum(torch.autograd.Function):
             if need_ca or need_pa:
                 acc_a.index_add_(0, ia, _side_grad(m1, U, A, nc_a, dim))
             if need_cb or need_pb:
-                acc_b.index_add_(0, ib, _side_grad(m2, V, B, nc_b, dim))
+                shift = (plan.a.center[ia] - plan.b.center[ib]).unsqueeze(1)
+                acc_b.index_add_(0, ib, _side_grad(m2, V, B - shift, nc_b, dim))
 
         def unpad(acc, layout, like, sl):
             out = torch.zeros_like(like)
@@ -210,12 +224,13 @@ def _accumulate(m: Optional[Tensor], p: Tensor, w_coef: Tensor, w_pos: Tensor, n
 def _side_grad(m: Tensor, U: Tensor, A: Tensor, nc: int, dim: int) -> Tensor:
     """From ``m = K @ [V | c (x) B | c]`` (columns weighted), the gradients of one
     side: coefficients ``K V`` and positions ``sum_d U_d (a * (K c_d) - K (c_d B))``."""
-    n_other = (m.size(-1) - nc) // (dim + 1)
-    g_coef = m[..., :nc]
-    kcb = m[..., nc:nc + n_other * dim].unflatten(-1, (n_other, dim))
+    n_other = U.size(-1)
     kc = m[..., nc + n_other * dim:]
-    g_pos = A * (U * kc).sum(-1, keepdim=True) - (U.unsqueeze(-1) * kcb).sum(-2)
-    return torch.cat([g_coef, g_pos], -1)
+    g_pos = A * (U * kc).sum(-1, keepdim=True)
+    for c in range(n_other):
+        lo = nc + c * dim
+        g_pos = g_pos - U[..., c:c + 1] * m[..., lo:lo + dim]
+    return torch.cat([m[..., :nc], g_pos], -1) if nc else g_pos
 
 
 def tiled_pair_sum(plan: PairPlan, sigmas: Tensor, coefs: Tensor, pos_a: Tensor, coef_a: Tensor,
