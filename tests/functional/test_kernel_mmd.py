@@ -267,3 +267,17 @@ def test_bad_input_messages():
         MultiBandGaussianKernel([0.1, -0.2])
     with pytest.raises(ValueError, match="sigma must be positive"):
         GaussianKernel(0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairs_exactly_at_cutoff_are_included(backend, dtype):
+    # Integer lattice with cutoff * sigma = 1: axis neighbours sit exactly at the cutoff.
+    g = torch.arange(5.0, dtype=dtype)
+    x = torch.cartesian_prod(g, g, g)
+    s = kernel_sums(x, x, sigma=0.25, cutoff=4.0, backend=backend)
+    ref = ref_sums(x, x, None, None, None, None, [0.25], r=1.0)
+    # float32 rounding is ~1e-6; a dropped boundary pair would cost > 1e-3 (below).
+    assert rel(s.kxx.double(), ref[:, 0]) < (1e-5 if dtype == torch.float32 else 1e-12)
+    inner = ref_sums(x, x, None, None, None, None, [0.25], r=0.999)
+    assert rel(inner[:, 0], ref[:, 0]) > 1e-3  # the boundary pairs matter

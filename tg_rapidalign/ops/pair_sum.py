@@ -70,8 +70,17 @@ def _moments(p: Tensor, c: Tensor, layout: TileLayout) -> Tensor:
     return torch.cat([(c.unsqueeze(-1) * rel.unsqueeze(-2)).flatten(2), c], -1)
 
 
+def _cut_threshold(scale: Tensor, r2: Optional[float]) -> Optional[float]:
+    """The largest exponent to drop: just below ``-scale * r2`` in the working
+    dtype, so that ``threshold_`` (which replaces ``x <= t``) keeps ``d2 == r2``."""
+    if r2 is None:
+        return None
+    t = (-scale.detach() * r2).cpu()
+    return float(torch.nextafter(t, torch.tensor(-float("inf"), dtype=t.dtype)))
+
+
 def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
-              r2: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
+              cut: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns the centred blocks ``A``, ``B`` and ``E = -scale * ||a_i - b_j||^2``,
     set to ``_FLOOR`` beyond the cutoff.
 
@@ -85,10 +94,8 @@ def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
     a_aug = torch.cat([A, A.pow(2).sum(-1, keepdim=True), ones], -1)
     b_aug = torch.cat([B * (2 * scale), -scale * ones, -scale * B.pow(2).sum(-1, keepdim=True)], -1)
     E = torch.matmul(a_aug, b_aug.transpose(1, 2))
-    if r2 is not None:
-        # threshold_ replaces x <= t: t just below -scale * r2 keeps d2 == r2.
-        t = torch.nextafter(-scale * r2, torch.tensor(-float("inf"), dtype=E.dtype))
-        torch.nn.functional.threshold_(E, float(t), _FLOOR)
+    if cut is not None:
+        torch.nn.functional.threshold_(E, cut, _FLOOR)
     return A, B, E
 
 
@@ -120,10 +127,11 @@ class _TiledPairSum(torch.autograd.Function):
         inv = 0.5 / (sigmas * sigmas)
         single = sigmas.numel() == 1
         base_scale = inv[0] if single else torch.ones_like(inv[0])
+        cut = _cut_threshold(base_scale, plan.r2)
         out = pos_a.new_zeros(plan.num_graphs, coef_a.size(1), coef_b.size(1))
         for lo, hi in plan.chunks:
             ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
-            _, _, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, plan.r2)
+            _, _, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut)
             cbi = cb[ib]
             if single:
                 kc = torch.bmm(_band_exp(E, None, True), cbi) * coefs[0]
@@ -165,9 +173,10 @@ class _TiledPairSum(torch.autograd.Function):
         inv = 0.5 / (sigmas * sigmas)
         single = sigmas.numel() == 1
         base_scale = inv[0] if single else torch.ones_like(inv[0])
+        cut = _cut_threshold(base_scale, plan.r2)
         for lo, hi in plan.chunks:
             ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
-            A, B, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, plan.r2)
+            A, B, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut)
             gs = grad_out[plan.a.graph[ia]]
             if plan.symmetric:
                 gs = _sym(gs, ia != ib)
