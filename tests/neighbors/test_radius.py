@@ -86,3 +86,31 @@ def test_bad_input():
         radius_pairs(torch.ones(5, 3, dtype=torch.long), x, 1.0)
     with pytest.raises(ValueError, match="x must have shape"):
         radius_pairs(torch.rand(5), x, 1.0)
+
+
+def test_external_backend_adapter(monkeypatch):
+    """torch_cluster's convention (row 0 indexes y) and a strict '<' comparison
+    must still give exact pairs with distance r included."""
+    import sys
+    import types
+
+    import tg_rapidalign.neighbors.radius as radius_mod
+
+    calls = {}
+
+    def fake_radius(x, y, r, batch_x=None, batch_y=None, max_num_neighbors=32):
+        calls["cap"] = max_num_neighbors
+        d2 = ((y[:, None] - x[None]) ** 2).sum(-1)
+        same = batch_y[:, None] == batch_x[None]
+        return ((d2 < r * r) & same).nonzero().t()  # [2, E]: (y index, x index)
+
+    monkeypatch.setitem(sys.modules, "torch_cluster", types.SimpleNamespace(radius=fake_radius))
+    monkeypatch.setattr(radius_mod, "has_torch_cluster", lambda: True)
+    g = torch.arange(3.0)
+    x = torch.cartesian_prod(g, g, g)
+    y = x[:20] + 0.0
+    bx = torch.zeros(len(x), dtype=torch.long)
+    by = torch.zeros(len(y), dtype=torch.long)
+    e = radius_pairs(x, y, 1.0, bx, by, backend="torch_cluster")
+    assert as_set(e) == brute_pairs(x, y, 1.0, bx, by)
+    assert calls["cap"] >= len(x)  # never caps neighbours
