@@ -1,5 +1,12 @@
 """tg_rapidalign: fast, differentiable kernel losses between graphs embedded in space."""
-from .functional import kernel_cosine, kernel_mmd, kernel_sums, radius_pairs
+from .functional import (
+                         kernel_cosine,
+                         kernel_mmd,
+                         kernel_sums,
+                         radius_pairs,
+                         special_polar,
+                         weighted_procrustes,
+)
 from .kernels import GaussianKernel, MultiBandGaussianKernel
 from .nn import KernelMMDLoss
 from .weights import degree_weights, normalize_weights, uniform_weights
@@ -11,6 +18,8 @@ __all__ = [
     "kernel_mmd",
     "kernel_cosine",
     "kernel_sums",
+    "weighted_procrustes",
+    "special_polar",
     "GaussianKernel",
     "MultiBandGaussianKernel",
     "KernelMMDLoss",

@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from tg_rapidalign import special_polar, weighted_procrustes
+
+
+def random_rotation(n=1, dtype=torch.float64, gen=None):
+    q = torch.randn(n, 4, dtype=dtype, generator=gen)
+    q = q / q.norm(dim=1, keepdim=True)
+    w, x, y, z = q.unbind(1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1).view(n, 3, 3)
+
+
+def horn_reference(x, y, w):
+    """Horn's quaternion method: an independent solution of the weighted problem."""
+    w = w / w.sum()
+    mx, my = (w[:, None] * x).sum(0), (w[:, None] * y).sum(0)
+    S = ((w[:, None, None] * (y - my)[:, :, None] * (x - mx)[:, None, :])).sum(0)
+    (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = S.tolist()
+    N = torch.tensor([
+        [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
+        [syz - szy, sxx - syy - szz, sxy + syx, szx + sxz],
+        [szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy],
+        [sxy - syx, szx + sxz, syz + szy, -sxx - syy + szz]], dtype=torch.float64)
+    q = torch.linalg.eigh(N).eigenvectors[:, -1]
+    a, b, c, d = q.tolist()
+    R = torch.tensor([
+        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]], dtype=torch.float64)
+    return R, mx - R @ my
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_recovers_known_rotations_including_near_180(dtype):
+    gen = torch.Generator().manual_seed(0)
+    sizes = [4, 10, 50, 7]
+    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    y = torch.randn(sum(sizes), 3, dtype=dtype, generator=gen)
+    R = random_rotation(4, dtype, gen)
+    # near-180-degree rotation about a random axis
+    axis = torch.nn.functional.normalize(torch.randn(3, dtype=dtype, generator=gen), dim=0)
+    K = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=dtype)
+    ang = torch.tensor(torch.pi - 1e-3, dtype=dtype)
+    R[3] = torch.eye(3, dtype=dtype) + torch.sin(ang) * K + (1 - torch.cos(ang)) * K @ K
+    t = torch.randn(4, 3, dtype=dtype, generator=gen) * 10
+    x = (R[batch] @ y.unsqueeze(2)).squeeze(2) + t[batch]
+    w = torch.rand(len(y), dtype=dtype, generator=gen) + 0.1
+    R_hat, t_hat = weighted_procrustes(x, y, w, batch)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(R_hat, R, atol=tol) and torch.allclose(t_hat, t, atol=tol * 10)
+    assert torch.allclose(torch.linalg.det(R_hat), torch.ones(4, dtype=dtype), atol=tol)
+
+
+def test_noisy_weighted_matches_independent_optimum_and_batch():
+    gen = torch.Generator().manual_seed(1)
+    sizes = [12, 30, 5]
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    y = torch.randn(sum(sizes), 3, dtype=torch.float64, generator=gen)
+    x = (random_rotation(3, gen=gen)[batch] @ y.unsqueeze(2)).squeeze(2)
+    x = x + 0.3 * torch.randn_like(x)
+    w = torch.rand(len(y), dtype=torch.float64, generator=gen) ** 2
+    R, t = weighted_procrustes(x, y, w, batch)
+    for g in range(3):
+        m = batch == g
+        R_ref, t_ref = horn_reference(x[m], y[m], w[m])
+        assert torch.allclose(R[g], R_ref, atol=1e-9) and torch.allclose(t[g], t_ref, atol=1e-9)
+        R_one, t_one = weighted_procrustes(x[m], y[m], w[m])
+        assert torch.allclose(R[g], R_one[0], atol=1e-12) and torch.allclose(t[g], t_one[0], atol=1e-12)
+
+
+def test_mirrored_target_still_gives_proper_rotation():
+    y = torch.randn(20, 3, dtype=torch.float64)
+    x = y * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # a reflection
+    R, _ = weighted_procrustes(x, y)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(1, dtype=torch.float64))
+    assert torch.allclose(R[0] @ R[0].T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_gradcheck():
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(9, dtype=torch.float64) + 0.1).requires_grad_(True)
+    batch = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    assert torch.autograd.gradcheck(lambda a, b, c: weighted_procrustes(a, b, c, batch), (x, y, w))
+    S = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(special_polar, (S,))
+
+
+@pytest.mark.parametrize("case", ["two_points", "collinear", "symmetric", "zero_weights",
+                                  "single", "coincident"])
+def test_degenerate_inputs_finite(case):
+    y = {
+        "two_points": torch.tensor([[0.0, 0, 0], [1, 0, 0]]),
+        "collinear": torch.tensor([[0.0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]]),
+        "symmetric": torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]),
+        "zero_weights": torch.randn(5, 3),
+        "single": torch.randn(1, 3),
+        "coincident": torch.ones(4, 3),
+    }[case].double()
+    x = (y @ random_rotation(1)[0].T + 1.0).requires_grad_(True)
+    y = y.clone().requires_grad_(True)
+    w = (torch.zeros(len(y)) if case == "zero_weights" else torch.ones(len(y))).double()
+    w.requires_grad_(True)
+    R, t = weighted_procrustes(x, y, w)
+    ((R * torch.randn(3, 3, dtype=torch.float64)).sum() + t.sum()).backward()
+    for v in (R, t, x.grad, y.grad, w.grad):
+        assert torch.isfinite(v).all()
+    assert torch.allclose(torch.linalg.det(R), torch.ones(1, dtype=torch.float64))
+    # paired points are still mapped exactly where the pose is determined
+    if case in ("two_points", "collinear", "symmetric", "single", "coincident"):
+        assert torch.allclose((y @ R[0].T + t[0]).detach(), x.detach(), atol=1e-9)
+
+
+def test_bad_input():
+    x = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="x must have 3 columns"):
+        weighted_procrustes(torch.randn(5, 2), x)
+    with pytest.raises(ValueError, match="paired"):
+        weighted_procrustes(x, torch.randn(4, 3))
+    with pytest.raises(ValueError, match="weight must be non-negative"):
+        weighted_procrustes(x, x, -torch.ones(5))
