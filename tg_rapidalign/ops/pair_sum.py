@@ -106,6 +106,23 @@ def _band_exp(E: Tensor, factor: Optional[Tensor], inplace: bool) -> Tensor:
     return (E * factor).clamp_min_(_FLOOR).exp_()
 
 
+def _tiles_of(plan: PairPlan, pos_a, coef_a, pos_b, coef_b):
+    """Padded per-tile positions and coefficients of both sides."""
+    pa, ca = _padded(pos_a, plan.a), _padded(coef_a, plan.a)
+    if plan.symmetric:
+        return pa, ca, pa, ca
+    return pa, ca, _padded(pos_b, plan.b), _padded(coef_b, plan.b)
+
+
+def _band_setup(plan: PairPlan, sigmas: Tensor):
+    """``1 / 2 sigma_b^2``, whether single-band, the scale folded into the block
+    exponent (``1 / 2 sigma^2`` for one band, else 1) and the cutoff threshold."""
+    inv = 0.5 / (sigmas * sigmas)
+    single = sigmas.numel() == 1
+    base_scale = inv[0] if single else torch.ones_like(inv[0])
+    return inv, single, base_scale, _cut_threshold(base_scale, plan.r2)
+
+
 def _sym(gs: Tensor, offdiag: Tensor) -> Tensor:
     # An off-diagonal tile pair stands for both (a, b) and (b, a): S + S^T.
     return torch.where(offdiag.view(-1, 1, 1), gs + gs.transpose(1, 2), gs)
@@ -122,12 +139,8 @@ class _TiledPairSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: PairPlan, sigmas: Tensor, coefs: Tensor, pos_a: Tensor, coef_a: Tensor,
                 pos_b: Tensor, coef_b: Tensor) -> Tensor:
-        pa, ca = _padded(pos_a, plan.a), _padded(coef_a, plan.a)
-        pb, cb = (pa, ca) if plan.symmetric else (_padded(pos_b, plan.b), _padded(coef_b, plan.b))
-        inv = 0.5 / (sigmas * sigmas)
-        single = sigmas.numel() == 1
-        base_scale = inv[0] if single else torch.ones_like(inv[0])
-        cut = _cut_threshold(base_scale, plan.r2)
+        pa, ca, pb, cb = _tiles_of(plan, pos_a, coef_a, pos_b, coef_b)
+        inv, single, base_scale, cut = _band_setup(plan, sigmas)
         out = pos_a.new_zeros(plan.num_graphs, coef_a.size(1), coef_b.size(1))
         for lo, hi in plan.chunks:
             ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
@@ -156,8 +169,8 @@ class _TiledPairSum(torch.autograd.Function):
             # Both sides are the same tensor: each accumulates into the same tiles.
             need_pa = need_pb = need_pa or need_pb
             need_ca = need_cb = need_ca or need_cb
-        pa, ca = _padded(pos_a, plan.a), _padded(coef_a, plan.a)
-        pb, cb = (pa, ca) if plan.symmetric else (_padded(pos_b, plan.b), _padded(coef_b, plan.b))
+        pa, ca, pb, cb = _tiles_of(plan, pos_a, coef_a, pos_b, coef_b)
+        inv, single, base_scale, cut = _band_setup(plan, sigmas)
         dim = pa.size(-1)
         # Widths of the coefficient-gradient columns (0 when not needed).
         nc_a = ca.size(-1) if need_ca else 0
@@ -170,10 +183,6 @@ class _TiledPairSum(torch.autograd.Function):
         acc_b = acc_a if plan.symmetric else pb.new_zeros(pb.size(0), pb.size(1), nc_b + dim)
         g_sig = torch.zeros_like(sigmas)
         g_coef = torch.zeros_like(coefs)
-        inv = 0.5 / (sigmas * sigmas)
-        single = sigmas.numel() == 1
-        base_scale = inv[0] if single else torch.ones_like(inv[0])
-        cut = _cut_threshold(base_scale, plan.r2)
         for lo, hi in plan.chunks:
             ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
             A, B, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut)
