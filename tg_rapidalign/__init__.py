@@ -1,11 +1,11 @@
 """tg_rapidalign: fast, differentiable kernel losses between graphs embedded in space."""
 from .functional import (
-                         kernel_cosine,
-                         kernel_mmd,
-                         kernel_sums,
-                         radius_pairs,
-                         special_polar,
-                         weighted_procrustes,
+    kernel_cosine,
+    kernel_mmd,
+    kernel_sums,
+    radius_pairs,
+    special_polar,
+    weighted_procrustes,
 )
 from .kernels import GaussianKernel, MultiBandGaussianKernel
 from .nn import KernelMMDLoss

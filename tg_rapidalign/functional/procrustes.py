@@ -6,7 +6,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_batch, check_positions, check_same_space, check_weights
+from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
+from ..weights import normalize_weights
 
 
 class _SpecialPolar(torch.autograd.Function):
@@ -91,15 +92,12 @@ def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
         raise ValueError(f"x and y must be paired (same number of rows), got {x.size(0)} and {y.size(0)}")
     batch = check_batch(batch, x.size(0), "batch", x.device)
     weight = check_weights(weight, x.size(0), "weight", x)
-    if num_graphs is None:
-        num_graphs = int(batch[-1]) + 1 if batch.numel() else 1
-    elif batch.numel() and int(batch[-1]) >= num_graphs:
-        raise ValueError(f"num_graphs={num_graphs} but batch names graph id {int(batch[-1])}")
-    w = torch.ones_like(x[:, 0]) if weight is None else weight
-    total = w.new_zeros(num_graphs).index_add_(0, batch, w)
-    safe = torch.where(total > 0, total, torch.ones_like(total)).unsqueeze(1)
-    mx = x.new_zeros(num_graphs, 3).index_add_(0, batch, w.unsqueeze(1) * x) / safe
-    my = y.new_zeros(num_graphs, 3).index_add_(0, batch, w.unsqueeze(1) * y) / safe
+    num_graphs = resolve_num_graphs(batch, batch, num_graphs, "batch", "batch")
+    # Normalised weights (zero-mass graphs stay zero): the centroids directly, and
+    # S up to a per-graph positive factor, which leaves its polar factor unchanged.
+    w = normalize_weights(weight, batch, num_graphs, x.dtype)
+    mx = x.new_zeros(num_graphs, 3).index_add_(0, batch, w.unsqueeze(1) * x)
+    my = y.new_zeros(num_graphs, 3).index_add_(0, batch, w.unsqueeze(1) * y)
     xc, yc = x - mx[batch], y - my[batch]
     outer = (w.view(-1, 1, 1) * xc.unsqueeze(2) * yc.unsqueeze(1)).view(-1, 9)
     S = x.new_zeros(num_graphs, 9).index_add_(0, batch, outer).view(-1, 3, 3)
