@@ -71,3 +71,58 @@ def brute_pairs(x, y, r, bx=None, by=None):
             if bx[i] == by[j] and float(((x[i] - y[j]) ** 2).sum()) <= r * r:
                 out.add((i, j))
     return out
+
+
+def horn_rotation(S):
+    """Horn's quaternion method: the rotation R maximising tr(R^T M) for
+    ``S = M^T = sum w (y - ybar)(x - xbar)^T`` (an independent Procrustes solver)."""
+    (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = S.tolist()
+    N = torch.tensor([
+        [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
+        [syz - szy, sxx - syy - szz, sxy + syx, szx + sxz],
+        [szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy],
+        [sxy - syx, szx + sxz, syz + szy, -sxx - syy + szz]], dtype=torch.float64)
+    a, b, c, d = torch.linalg.eigh(N).eigenvectors[:, -1].tolist()
+    return torch.tensor([
+        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]], dtype=torch.float64)
+
+
+def ref_alignment(x, y, wx, wy, sigmas, coefs, r, R, t, iterations, eps=1e-8):
+    """One graph, float64, explicit matrices: kernel EM from the pose (R, t) in the
+    centred frame. Returns (R, t in the input frame, kappa history, loss)."""
+    x, y = x.double(), y.double()
+    q, p = wx.double() / wx.sum(), wy.double() / wy.sum()
+    mx, my = q @ x, p @ y
+    xc, yc = x - mx, y - my
+
+    def matrices(R, t):
+        d2 = ((xc[:, None, :] - (yc @ R.T + t)[None, :, :]) ** 2).sum(-1)
+        keep = torch.ones_like(d2, dtype=torch.bool) if r is None else d2 <= r * r
+        k = ref_kernel(d2, sigmas, coefs) * keep
+        mm = ref_kernel(d2, sigmas, [c / s**2 for s, c in zip(sigmas, coefs)]) * keep
+        return q[:, None] * k * p[None, :], q[:, None] * mm * p[None, :]
+
+    history = []
+    for _ in range(iterations):
+        w, mm = matrices(R, t)
+        history.append(float(w.sum()))
+        mm = mm / mm.sum()
+        xbar, ybar = mm.sum(1) @ xc, mm.sum(0) @ yc
+        S = sum(mm[i, j] * torch.outer(yc[j] - ybar, xc[i] - xbar)
+                for i in range(len(xc)) for j in range(len(yc)))
+        R = horn_rotation(S)
+        t = xbar - R @ ybar
+    w, _ = matrices(R, t)
+    kappa = float(w.sum())
+    history.append(kappa)
+
+    def self_sum(a, wa):
+        d2 = ((a[:, None] - a[None]) ** 2).sum(-1)
+        k = ref_kernel(d2, sigmas, coefs) * (torch.ones_like(d2) if r is None else (d2 <= r * r))
+        return float(wa @ k @ wa)
+
+    cos = kappa / (self_sum(xc, q) * self_sum(yc, p)) ** 0.5
+    loss = -(torch.log(torch.tensor(cos + eps, dtype=torch.float64)) - torch.log1p(torch.tensor(eps)))
+    return R, mx + t - R @ my, torch.tensor(history, dtype=torch.float64), float(loss)

@@ -1,36 +1,16 @@
 import pytest
 import torch
+from conftest import random_rotation
+from reference import horn_rotation
 
 from tg_rapidalign import special_polar, weighted_procrustes
-
-
-def random_rotation(n=1, dtype=torch.float64, gen=None):
-    q = torch.randn(n, 4, dtype=dtype, generator=gen)
-    q = q / q.norm(dim=1, keepdim=True)
-    w, x, y, z = q.unbind(1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1).view(n, 3, 3)
 
 
 def horn_reference(x, y, w):
     """Horn's quaternion method: an independent solution of the weighted problem."""
     w = w / w.sum()
     mx, my = (w[:, None] * x).sum(0), (w[:, None] * y).sum(0)
-    S = ((w[:, None, None] * (y - my)[:, :, None] * (x - mx)[:, None, :])).sum(0)
-    (sxx, sxy, sxz), (syx, syy, syz), (szx, szy, szz) = S.tolist()
-    N = torch.tensor([
-        [sxx + syy + szz, syz - szy, szx - sxz, sxy - syx],
-        [syz - szy, sxx - syy - szz, sxy + syx, szx + sxz],
-        [szx - sxz, sxy + syx, -sxx + syy - szz, syz + szy],
-        [sxy - syx, szx + sxz, syz + szy, -sxx - syy + szz]], dtype=torch.float64)
-    q = torch.linalg.eigh(N).eigenvectors[:, -1]
-    a, b, c, d = q.tolist()
-    R = torch.tensor([
-        [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-        [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-        [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]], dtype=torch.float64)
+    R = horn_rotation((w[:, None, None] * (y - my)[:, :, None] * (x - mx)[:, None, :]).sum(0))
     return R, mx - R @ my
 
 

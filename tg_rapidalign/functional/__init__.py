@@ -1,5 +1,6 @@
 """Functional interface: every public op of the library."""
 from ..neighbors.radius import radius_pairs
+from .alignment import AlignmentResult, se3_kernel_alignment
 from .mmd import kernel_cosine, kernel_mmd, kernel_sums
 from .procrustes import special_polar, weighted_procrustes
 
@@ -10,4 +11,6 @@ __all__ = [
     "kernel_sums",
     "weighted_procrustes",
     "special_polar",
+    "se3_kernel_alignment",
+    "AlignmentResult",
 ]

@@ -196,9 +196,14 @@ def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     """
     s = kernel_sums(x, y, batch_x, batch_y, weight_x, weight_y, sigma, cutoff=cutoff,
                     backend=backend, num_graphs=num_graphs)
-    prod = s.kxx * s.kyy
+    return cosine_from_sums(s.kxy, s.kxx, s.kyy)
+
+
+def cosine_from_sums(kxy: Tensor, kxx: Tensor, kyy: Tensor) -> Tensor:
+    """``kxy / sqrt(kxx * kyy)``; 0 where one side has zero mass, 1 where both do."""
+    prod = kxx * kyy
     ok = prod > 0
     denom = torch.sqrt(torch.where(ok, prod, torch.ones_like(prod)))
-    both_empty = (s.kxx <= 0) & (s.kyy <= 0)
-    out = torch.where(ok, s.kxy / denom, torch.zeros_like(prod))
+    both_empty = (kxx <= 0) & (kyy <= 0)
+    out = torch.where(ok, kxy / denom, torch.zeros_like(prod))
     return torch.where(both_empty, torch.ones_like(out), out)

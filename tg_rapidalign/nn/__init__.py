@@ -1,4 +1,5 @@
 """Loss modules."""
+from .alignment_loss import SE3KernelAlignmentLoss
 from .mmd_loss import KernelMMDLoss
 
-__all__ = ["KernelMMDLoss"]
+__all__ = ["KernelMMDLoss", "SE3KernelAlignmentLoss"]

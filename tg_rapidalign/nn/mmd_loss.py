@@ -1,7 +1,7 @@
 """``torch.nn.Module`` wrappers of the kernel MMD / cosine ops for PyG data."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -9,48 +9,8 @@ from torch import Tensor
 from .._validation import check_choice
 from ..functional.mmd import kernel_cosine, kernel_mmd
 from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
-from ..weights import degree_weights, normalize_weights
-
-WeightSpec = Union[None, str, Tensor, Callable]
-
-
-def _unpack(data, name: str) -> Tuple[Tensor, Optional[Tensor], Optional[int]]:
-    """``(pos, batch, num_graphs)`` from a ``Data``/``Batch`` or a plain tensor."""
-    if isinstance(data, Tensor):
-        return data, None, None
-    pos = getattr(data, "pos", None)
-    if pos is None:
-        raise TypeError(f"{name} must be a tensor or a PyG Data/Batch with 'pos', got "
-                        f"{type(data).__name__}")
-    batch = getattr(data, "batch", None)
-    num_graphs = getattr(data, "num_graphs", None) if batch is not None else 1
-    return pos, batch, num_graphs
-
-
-def resolve_weight(spec: WeightSpec, data, num_nodes: int, like: Tensor, name: str) -> Optional[Tensor]:
-    """Node weights from a spec: ``None``/``"uniform"``, ``"degree"`` (from
-    ``edge_index``), the name of a node attribute, a tensor, or a callable
-    ``data -> Tensor`` (e.g. a learned module)."""
-    if spec is None or (isinstance(spec, str) and spec == "uniform"):
-        return None
-    if isinstance(spec, Tensor):
-        return spec
-    if isinstance(spec, str):
-        if isinstance(data, Tensor):
-            raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
-        if spec == "degree":
-            edge_index = getattr(data, "edge_index", None)
-            if edge_index is None:
-                raise ValueError(f"{name}='degree' needs 'edge_index' on the input")
-            return degree_weights(edge_index, num_nodes, like.dtype)
-        value = getattr(data, spec, None)
-        if value is None:
-            raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
-        return value.view(-1).to(like.dtype)
-    if callable(spec):
-        return spec(data).view(-1)
-    raise TypeError(f"{name} must be None, 'uniform', 'degree', an attribute name, a tensor "
-                    f"or a callable, got {type(spec).__name__}")
+from ..weights import normalize_weights
+from ._inputs import WeightSpec, pair_inputs, reduce_loss, resolve_weight
 
 
 class KernelMMDLoss(torch.nn.Module):
@@ -102,15 +62,7 @@ class KernelMMDLoss(torch.nn.Module):
 
     def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
                 batch_target: Optional[Tensor] = None) -> Tensor:
-        x, bx, nx = _unpack(pred, "pred")
-        y, by, ny = _unpack(target, "target")
-        bx = batch_pred if batch_pred is not None else bx
-        by = batch_target if batch_target is not None else by
-        num_graphs = None
-        if nx is not None and ny is not None:
-            if nx != ny:
-                raise ValueError(f"pred has {nx} graphs but target has {ny}")
-            num_graphs = nx
+        x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target)
         wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
         wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
         if self.max_weight_ratio is not None:
@@ -121,11 +73,7 @@ class KernelMMDLoss(torch.nn.Module):
             out = kernel_mmd(x, y, bx, by, wx, wy, self.kernel, unbiased=self.unbiased, **kwargs)
         else:
             out = 1.0 - kernel_cosine(x, y, bx, by, wx, wy, self.kernel, **kwargs)
-        if self.reduction == "mean":
-            return out.mean()
-        if self.reduction == "sum":
-            return out.sum()
-        return out
+        return reduce_loss(out, self.reduction)
 
     def _clamp(self, w, batch, n, like, num_graphs):
         if batch is None:

@@ -1,0 +1,72 @@
+"""Reading PyG ``Data``/``Batch`` inputs and node-weight specs, shared by the loss modules."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple, Union
+
+from torch import Tensor
+
+from ..weights import degree_weights
+
+WeightSpec = Union[None, str, Tensor, Callable]
+
+
+def unpack(data, name: str) -> Tuple[Tensor, Optional[Tensor], Optional[int]]:
+    """``(pos, batch, num_graphs)`` from a ``Data``/``Batch`` or a plain tensor."""
+    if isinstance(data, Tensor):
+        return data, None, None
+    pos = getattr(data, "pos", None)
+    if pos is None:
+        raise TypeError(f"{name} must be a tensor or a PyG Data/Batch with 'pos', got "
+                        f"{type(data).__name__}")
+    batch = getattr(data, "batch", None)
+    num_graphs = getattr(data, "num_graphs", None) if batch is not None else 1
+    return pos, batch, num_graphs
+
+
+def resolve_weight(spec: WeightSpec, data, num_nodes: int, like: Tensor, name: str) -> Optional[Tensor]:
+    """Node weights from a spec: ``None``/``"uniform"``, ``"degree"`` (from
+    ``edge_index``), the name of a node attribute, a tensor, or a callable
+    ``data -> Tensor`` (e.g. a learned module)."""
+    if spec is None or (isinstance(spec, str) and spec == "uniform"):
+        return None
+    if isinstance(spec, Tensor):
+        return spec
+    if isinstance(spec, str):
+        if isinstance(data, Tensor):
+            raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
+        if spec == "degree":
+            edge_index = getattr(data, "edge_index", None)
+            if edge_index is None:
+                raise ValueError(f"{name}='degree' needs 'edge_index' on the input")
+            return degree_weights(edge_index, num_nodes, like.dtype)
+        value = getattr(data, spec, None)
+        if value is None:
+            raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
+        return value.view(-1).to(like.dtype)
+    if callable(spec):
+        return spec(data).view(-1)
+    raise TypeError(f"{name} must be None, 'uniform', 'degree', an attribute name, a tensor "
+                    f"or a callable, got {type(spec).__name__}")
+
+
+def pair_inputs(pred, target, batch_pred: Optional[Tensor], batch_target: Optional[Tensor]):
+    """``(x, y, batch_x, batch_y, num_graphs)`` from a (pred, target) pair; the
+    graph counts of two ``Batch`` objects must agree."""
+    x, bx, nx = unpack(pred, "pred")
+    y, by, ny = unpack(target, "target")
+    bx = batch_pred if batch_pred is not None else bx
+    by = batch_target if batch_target is not None else by
+    num_graphs = None
+    if nx is not None and ny is not None:
+        if nx != ny:
+            raise ValueError(f"pred has {nx} graphs but target has {ny}")
+        num_graphs = nx
+    return x, y, bx, by, num_graphs
+
+
+def reduce_loss(out: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return out.mean()
+    if reduction == "sum":
+        return out.sum()
+    return out

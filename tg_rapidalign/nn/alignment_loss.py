@@ -1,0 +1,82 @@
+"""``torch.nn.Module`` wrapper of the SE(3) kernel alignment loss for PyG data."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice
+from ..functional.alignment import AlignmentResult, se3_kernel_alignment
+from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
+from ..schedules import BandwidthSchedule
+from ._inputs import WeightSpec, pair_inputs, reduce_loss, resolve_weight
+
+
+class SE3KernelAlignmentLoss(torch.nn.Module):
+    r"""The SE(3)-invariant kernel alignment loss between predicted and target
+    graphs (see :func:`tg_rapidalign.se3_kernel_alignment`),
+
+    .. math::
+        \mathcal{L} = \operatorname{reduce}_g\, -\frac{1}{\tau}
+        \log \frac{\hat{\kappa}_g(R^\star_g, t^\star_g) + \varepsilon}{1 + \varepsilon},
+
+    with the pose :math:`(R^\star, t^\star)` that maps the target onto the
+    prediction solved per graph. Takes two ``Data``/``Batch`` objects with
+    ``pos`` (node counts may differ per graph) or two position tensors with
+    their batch vectors.
+
+    Args:
+        kernel (float, kernel module or BandwidthSchedule): The bandwidth, a
+            :class:`GaussianKernel` / :class:`MultiBandGaussianKernel` (trained
+            with the model if learnable), or a :class:`BandwidthSchedule` whose
+            current value is used (call its :meth:`step`). (default: :obj:`1.0`)
+        tau (float, optional): Temperature. (default: :obj:`1.0`)
+        iterations (int, optional): EM steps. (default: :obj:`1`)
+        cutoff (float, optional): Truncation in units of the largest bandwidth.
+            (default: :obj:`3.0`)
+        init (str, optional): :obj:`"principal_axes"`, :obj:`"octahedral"`,
+            :obj:`"paired"` (prediction and target hold the same nodes) or
+            :obj:`"identity"`. (default: :obj:`"principal_axes"`)
+        weight (str, Tensor or callable, optional): Node weights of both sides:
+            :obj:`"uniform"`, :obj:`"degree"`, a node attribute name or a callable
+            on the data. (default: :obj:`None`, uniform)
+        reduction (str, optional): :obj:`"mean"`, :obj:`"sum"` or :obj:`"none"`.
+            (default: :obj:`"mean"`)
+        **kwargs (optional): Any other option of :func:`se3_kernel_alignment`
+            (:obj:`objective`, :obj:`pose_grad`, :obj:`estep`, :obj:`eps`,
+            :obj:`kappa_floor`, :obj:`max_weight_ratio`, :obj:`pose_blend`, ...).
+    """
+
+    def __init__(self, kernel: Union[KernelLike, BandwidthSchedule] = 1.0, tau: float = 1.0,
+                 iterations: int = 1, cutoff: Optional[float] = 3.0, init: str = "principal_axes",
+                 weight: WeightSpec = None, reduction: str = "mean", **kwargs):
+        super().__init__()
+        self.schedule = kernel if isinstance(kernel, BandwidthSchedule) else None
+        if self.schedule is None and not isinstance(kernel, _GaussianMixture):
+            kernel = GaussianKernel(float(kernel))
+        self.kernel = kernel if self.schedule is None else None
+        self.weight = weight
+        self.reduction = check_choice(reduction, "reduction", ("mean", "sum", "none"))
+        self.options = dict(tau=tau, iterations=iterations, cutoff=cutoff, init=init, **kwargs)
+        unknown = set(kwargs) - set(se3_kernel_alignment.__kwdefaults__)
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)} for se3_kernel_alignment")
+
+    def align(self, pred, target, batch_pred: Optional[Tensor] = None,
+              batch_target: Optional[Tensor] = None) -> AlignmentResult:
+        """The full per-graph :class:`AlignmentResult` (loss, kappa, pose, ...)."""
+        x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target)
+        wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
+        wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
+        sigma = self.schedule.sigma if self.schedule is not None else self.kernel
+        return se3_kernel_alignment(x, y, bx, by, wx, wy, sigma, num_graphs=num_graphs, **self.options)
+
+    def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
+                batch_target: Optional[Tensor] = None) -> Tensor:
+        return reduce_loss(self.align(pred, target, batch_pred, batch_target).loss, self.reduction)
+
+    def __repr__(self) -> str:
+        kernel = self.schedule if self.schedule is not None else self.kernel
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{self.__class__.__name__}(kernel={kernel}, {opts}, reduction={self.reduction!r})"
