@@ -281,3 +281,16 @@ def test_pairs_exactly_at_cutoff_are_included(backend, dtype):
     assert rel(s.kxx.double(), ref[:, 0]) < (1e-5 if dtype == torch.float32 else 1e-12)
     inner = ref_sums(x, x, None, None, None, None, [0.25], r=0.999)
     assert rel(inner[:, 0], ref[:, 0]) > 1e-3  # the boundary pairs matter
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multiband_wide_bands_truncate_exactly(backend):
+    """Bands wider than 1/sqrt(2): pairs beyond the cutoff must vanish in every
+    band, not only in the one whose exponent the floor was chosen for."""
+    x, bx = random_batch([300, 200], scale=40.0)
+    y, by = random_batch([250, 280], scale=40.0)
+    k = MultiBandGaussianKernel([0.5, 2.0, 3.0], learnable=False).double()
+    sigmas, coefs = k.bands()
+    s = kernel_sums(x, y, bx, by, sigma=k, cutoff=3.0, backend=backend)
+    ref = ref_sums(x, y, bx, by, None, None, sigmas, coefs, r=9.0)
+    assert rel(torch.stack([s.kxx, s.kyy, s.kxy], 1), ref) < 1e-10

@@ -80,9 +80,9 @@ def _cut_threshold(scale: Tensor, r2: Optional[float]) -> Optional[float]:
 
 
 def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
-              cut: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
+              cut: Optional[float], floor: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns the centred blocks ``A``, ``B`` and ``E = -scale * ||a_i - b_j||^2``,
-    set to ``_FLOOR`` beyond the cutoff.
+    set to ``floor`` beyond the cutoff.
 
     Both blocks are centred on a tile centre, so the expansion
     ``|a|^2 + |b|^2 - 2 a.b`` loses little to cancellation; the three terms come
@@ -95,7 +95,7 @@ def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
     b_aug = torch.cat([B * (2 * scale), -scale * ones, -scale * B.pow(2).sum(-1, keepdim=True)], -1)
     E = torch.matmul(a_aug, b_aug.transpose(1, 2))
     if cut is not None:
-        torch.nn.functional.threshold_(E, cut, _FLOOR)
+        torch.nn.functional.threshold_(E, cut, floor)
     return A, B, E
 
 
@@ -114,13 +114,17 @@ def _tiles_of(plan: PairPlan, pos_a, coef_a, pos_b, coef_b):
     return pa, ca, _padded(pos_b, plan.b), _padded(coef_b, plan.b)
 
 
-def _band_setup(plan: PairPlan, sigmas: Tensor):
+def band_setup(sigmas: Tensor, r2: Optional[float]):
     """``1 / 2 sigma_b^2``, whether single-band, the scale folded into the block
-    exponent (``1 / 2 sigma^2`` for one band, else 1) and the cutoff threshold."""
+    exponent (``1 / 2 sigma^2`` for one band, else 1), the cutoff threshold of
+    that exponent, and the value given to it beyond the cutoff: low enough that
+    every band's exponent is at most ``_FLOOR`` (for several bands the block
+    exponent is ``-d^2``, which band ``b`` multiplies by ``1 / 2 sigma_b^2``)."""
     inv = 0.5 / (sigmas * sigmas)
     single = sigmas.numel() == 1
     base_scale = inv[0] if single else torch.ones_like(inv[0])
-    return inv, single, base_scale, _cut_threshold(base_scale, plan.r2)
+    floor = _FLOOR if single else _FLOOR / float(inv.detach().min())
+    return inv, single, base_scale, _cut_threshold(base_scale, r2), floor
 
 
 def _sym(gs: Tensor, offdiag: Tensor) -> Tensor:
@@ -140,11 +144,11 @@ class _TiledPairSum(torch.autograd.Function):
     def forward(ctx, plan: PairPlan, sigmas: Tensor, coefs: Tensor, pos_a: Tensor, coef_a: Tensor,
                 pos_b: Tensor, coef_b: Tensor) -> Tensor:
         pa, ca, pb, cb = _tiles_of(plan, pos_a, coef_a, pos_b, coef_b)
-        inv, single, base_scale, cut = _band_setup(plan, sigmas)
+        inv, single, base_scale, cut, floor = band_setup(sigmas, plan.r2)
         out = pos_a.new_zeros(plan.num_graphs, coef_a.size(1), coef_b.size(1))
         for lo, hi in plan.chunks:
             ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
-            _, _, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut)
+            _, _, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut, floor)
             cbi = cb[ib]
             if single:
                 kc = torch.bmm(_band_exp(E, None, True), cbi) * coefs[0]
@@ -170,7 +174,7 @@ class _TiledPairSum(torch.autograd.Function):
             need_pa = need_pb = need_pa or need_pb
             need_ca = need_cb = need_ca or need_cb
         pa, ca, pb, cb = _tiles_of(plan, pos_a, coef_a, pos_b, coef_b)
-        inv, single, base_scale, cut = _band_setup(plan, sigmas)
+        inv, single, base_scale, cut, floor = band_setup(sigmas, plan.r2)
         dim = pa.size(-1)
         # Widths of the coefficient-gradient columns (0 when not needed).
         nc_a = ca.size(-1) if need_ca else 0
@@ -185,7 +189,7 @@ class _TiledPairSum(torch.autograd.Function):
         g_coef = torch.zeros_like(coefs)
         for lo, hi in plan.chunks:
             ia, ib = plan.ia[lo:hi], plan.ib[lo:hi]
-            A, B, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut)
+            A, B, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut, floor)
             gs = grad_out[plan.a.graph[ia]]
             if plan.symmetric:
                 gs = _sym(gs, ia != ib)
