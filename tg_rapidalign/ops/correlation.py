@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..kernels import evaluate_bands
 from ..neighbors.radius import radius_pairs
+from .pair_sum import _FLOOR, band_setup
 
 Radius = Union[None, float, Tensor]  # None (no cutoff), one radius, or one per graph [B]
 
@@ -48,11 +49,6 @@ def em_coefs(sigmas: Tensor, coefs: Tensor) -> Tensor:
     return coefs if sigmas.numel() == 1 else coefs / (sigmas * sigmas)
 
 
-def _r2(r: Radius) -> Union[float, Tensor]:
-    """Squared radius, shaped ``[B, 1, 1]`` when given per graph (broadcasts over ``[..., B, n, m]``)."""
-    return r * r if not isinstance(r, Tensor) else (r * r).view(-1, 1, 1)
-
-
 def _outlier_posterior(g: Tensor, row_sum: Tensor, c: Tensor) -> Tensor:
     """``g / (row_sum + c)``, 0 where the denominator vanishes (no neighbour, no outlier term)."""
     den = row_sum + c
@@ -61,7 +57,13 @@ def _outlier_posterior(g: Tensor, row_sum: Tensor, c: Tensor) -> Tensor:
 
 class DenseCorrelation:
     """A batch as padded per-graph matrices: ``X [B, n, 3]``, ``Y [B, m, 3]``,
-    weights ``Q [B, n]``, ``P [B, m]`` (zero on padding)."""
+    weights ``Q [B, n]``, ``P [B, m]`` (zero on padding).
+
+    Kernel blocks come out of one batched product of augmented ``[B, n, 5]``
+    blocks (as in the tiled sums), and every E-step moment from one thin
+    product ``K @ [P | P y | P |y|^2]``, so no weighted ``[B, n, m]`` matrix is
+    formed; without autograd the exponent is built in place.
+    """
 
     def __init__(self, x: Tensor, y: Tensor, batch_x: Tensor, batch_y: Tensor, qx: Tensor, py: Tensor,
                  num_graphs: int):
@@ -71,75 +73,105 @@ class DenseCorrelation:
         self.Y, _ = to_dense_batch(y, batch_y, batch_size=num_graphs)
         self.Q, _ = to_dense_batch(qx, batch_x, batch_size=num_graphs)
         self.P, _ = to_dense_batch(py, batch_y, batch_size=num_graphs)
-        self.x2 = self.X.pow(2).sum(-1)
-        self.y2 = self.Y.pow(2).sum(-1)
 
     def detached(self) -> "DenseCorrelation":
         out = object.__new__(DenseCorrelation)
-        for name in ("X", "Y", "Q", "P", "x2", "y2"):
+        for name in ("X", "Y", "Q", "P"):
             setattr(out, name, getattr(self, name).detach())
         return out
 
-    def sqdist(self, R: Tensor, t: Tensor) -> Tensor:
-        """``|x_i - (R y_j + t)|^2``: ``[..., B, n, m]`` for poses ``[..., B, 3, 3]``."""
-        Z = self.Y @ R.transpose(-1, -2) + t.unsqueeze(-2)
-        d2 = self.x2.unsqueeze(-1) + Z.pow(2).sum(-1).unsqueeze(-2) - 2 * self.X @ Z.transpose(-1, -2)
-        return d2.clamp_min(0)
+    def _moved(self, R: Tensor, t: Tensor) -> Tensor:
+        return self.Y @ R.transpose(-1, -2) + t.unsqueeze(-2)
+
+    @staticmethod
+    def _exponent(A: Tensor, Z: Tensor, scale: Tensor) -> Tensor:
+        """``-scale * |a_i - z_j|^2`` (at most 0) from one batched product;
+        ``scale`` is a scalar or one value per graph ``[B]``."""
+        s = scale.view(-1, 1, 1) if scale.dim() else scale
+        a_aug = torch.cat([A, A.pow(2).sum(-1, keepdim=True), torch.ones_like(A[..., :1])], -1)
+        z_aug = torch.cat([Z * (2 * s), -s * torch.ones_like(Z[..., :1]),
+                           -s * Z.pow(2).sum(-1, keepdim=True)], -1)
+        E = torch.bmm(a_aug, z_aug.transpose(1, 2))
+        return E.clamp_max_(0) if not E.requires_grad else E.clamp_max(0)
+
+    @staticmethod
+    def _cut(E: Tensor, cut: Optional[float], floor: float, nbr: Optional[Tensor]) -> Tensor:
+        """Exponents beyond the cutoff (or outside a fixed mask) set to ``floor``."""
+        if nbr is not None:
+            return E.masked_fill_(~nbr, floor) if not E.requires_grad else E.masked_fill(~nbr, floor)
+        if cut is None:
+            return E
+        if not E.requires_grad:
+            return torch.nn.functional.threshold_(E, cut, floor)
+        return torch.nn.functional.threshold(E, cut, floor)
+
+    def _kernels(self, A: Tensor, Z: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
+                 nbr: Optional[Tensor], with_em: bool) -> Tuple[Tensor, Tensor]:
+        """The kernel block ``K [B, n, m]`` and (if ``with_em``) the MM pair weight block."""
+        inv, single, scale, cut, floor = band_setup(sigmas, None if r is None else r * r)
+        E = self._cut(self._exponent(A, Z, scale), cut, floor, nbr)
+        if single:
+            K = E.exp_() * coefs[0] if not E.requires_grad else E.exp() * coefs[0]
+            return K, K
+        bands = [(E * inv[b]).clamp_min_(_FLOOR).exp_() for b in range(sigmas.numel())]
+        K = sum(c * e for c, e in zip(coefs, bands))
+        mm = sum(c * e for c, e in zip(em_coefs(sigmas, coefs), bands)) if with_em else K
+        return K, mm
 
     def neighbours(self, R: Tensor, t: Tensor, r: Radius) -> Optional[Tensor]:
         """The mask ``[B, n, m]`` of pairs within ``r`` (``None``: every pair)."""
-        return None if r is None else self.sqdist(R, t) <= _r2(r)
-
-    @staticmethod
-    def _within(d2: Tensor, k: Tensor, r: Radius, nbr: Optional[Tensor]) -> Tensor:
-        """Zeroes the kernel outside the neighbour mask (given, or from ``r``)."""
-        if nbr is None and r is not None:
-            nbr = d2 <= _r2(r)
-        return k if nbr is None else k.masked_fill(~nbr, 0.0)
-
-    def _weighted(self, k: Tensor) -> Tensor:
-        return self.Q.unsqueeze(-1) * k * self.P.unsqueeze(-2)
+        if r is None:
+            return None
+        with torch.no_grad():
+            return self._exponent(self.X, self._moved(R, t), torch.ones((), dtype=R.dtype,
+                                                                         device=R.device)) >= -r * r
 
     def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
                     nbr: Optional[Tensor] = None) -> Tensor:
-        """``kappa [..., B]``."""
-        d2 = self.sqdist(R, t)
-        k = self._within(d2, evaluate_bands(d2, sigmas, coefs), r, nbr)
-        return torch.einsum("...bi,...bij,...bj->...b", self.Q, k, self.P)
+        """``kappa [B]``."""
+        K, _ = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, False)
+        return (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
+
+    def _thin(self) -> Tensor:
+        """``[P | P y | P |y|^2]`` per slot: ``[B, m, 5]``."""
+        P = self.P.unsqueeze(-1)
+        return torch.cat([P, P * self.Y, P * self.Y.pow(2).sum(-1, keepdim=True)], -1)
 
     def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
         """``kappa [B]`` at this pose and the moments of the MM pair weight."""
-        d2 = self.sqdist(R, t)
-        k = self._within(d2, evaluate_bands(d2, sigmas, coefs), r, nbr)
-        w = self._weighted(k)
-        kappa = w.sum((-1, -2))
-        if sigmas.numel() > 1:
-            w = self._weighted(self._within(d2, evaluate_bands(d2, sigmas, em_coefs(sigmas, coefs)), r, nbr))
-        return kappa, self._moments(w)
+        K, mm = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, True)
+        KP = torch.bmm(mm, self._thin())
+        mom = self._moments(KP, self.Q)
+        kappa = mom.mass if mm is K else (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
+        return kappa, mom
 
     def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor, r: Radius) -> Moments:
         """Moments of the CPD posterior ``q_i p_j g_ij / (sum_j' p_j' g_ij' + c)``
         with ``g_ij = exp(-d_ij^2 / 2 sigma^2)`` and a per-graph ``sigma2 [B]``."""
-        d2 = self.sqdist(R, t)
-        g = torch.exp(d2 * (-0.5 / sigma2).view(-1, 1, 1))
-        g = self._within(d2, g, r, None) * self.P.unsqueeze(-2)
-        post = _outlier_posterior(g, g.sum(-1, keepdim=True), c.view(-1, 1, 1))
-        return self._moments(self.Q.unsqueeze(-1) * post)
+        E = self._exponent(self.X, self._moved(R, t), 0.5 / sigma2)
+        if r is not None:  # r = cutoff * sigma per graph: the same exponent cut for every graph
+            half_c2 = torch.tensor(float((r * r / sigma2).max()) * 0.5, dtype=torch.float64)
+            E = self._cut(E, float(torch.nextafter(-half_c2, -half_c2 - 1)), _FLOOR, None)
+        g = E.exp_() if not E.requires_grad else E.exp()
+        KP = torch.bmm(g, self._thin())
+        den = KP[..., 0] + c.unsqueeze(-1)
+        return self._moments(KP, self.Q / torch.where(den > 0, den, torch.ones_like(den)))
 
-    def _moments(self, w: Tensor) -> Moments:
-        rx, cy = w.sum(-1), w.sum(-2)
-        sxy = self.X.transpose(-1, -2) @ (w @ self.Y)
-        return Moments(rx.sum(-1), (rx.unsqueeze(-1) * self.X).sum(-2), (cy.unsqueeze(-1) * self.Y).sum(-2),
-                       sxy, (rx * self.x2).sum(-1), (cy * self.y2).sum(-1))
+    def _moments(self, KP: Tensor, row_scale: Tensor) -> Moments:
+        """Moments of ``w_ij = row_scale_i K_ij P_j`` from ``KP = K @ [P | P y | P |y|^2]``."""
+        W = row_scale.unsqueeze(-1) * KP
+        w0 = W[..., 0]
+        return Moments(w0.sum(-1), (w0.unsqueeze(-1) * self.X).sum(-2), W[..., 1:4].sum(-2),
+                       self.X.transpose(-1, -2) @ W[..., 1:4], (w0 * self.X.pow(2).sum(-1)).sum(-1),
+                       W[..., 4].sum(-1))
 
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Radius) -> Tuple[Tensor, Tensor]:
         """Pose-independent ``kappa_XX`` and ``kappa_YY`` ``[B]``."""
-        def one(A, a2, W):
-            d2 = (a2.unsqueeze(-1) + a2.unsqueeze(-2) - 2 * A @ A.transpose(-1, -2)).clamp_min(0)
-            k = self._within(d2, evaluate_bands(d2, sigmas, coefs), r, None)
-            return torch.einsum("bi,bij,bj->b", W, k, W)
-        return one(self.X, self.x2, self.Q), one(self.Y, self.y2, self.P)
+        def one(A, W):
+            K, _ = self._kernels(A, A, sigmas, coefs, r, None, False)
+            return (torch.bmm(K, W.unsqueeze(-1)).squeeze(-1) * W).sum(-1)
+        return one(self.X, self.Q), one(self.Y, self.P)
 
 
 class PairCorrelation:
