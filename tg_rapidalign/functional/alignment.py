@@ -18,7 +18,7 @@ from .._validation import (
     resolve_num_graphs,
 )
 from ..kernels import KernelLike, resolve_kernel
-from ..ops.correlation import DenseCorrelation, Moments, PairCorrelation
+from ..ops.correlation import BucketedDense, DenseCorrelation, Moments, PairCorrelation
 from ..weights import normalize_weights
 from .mmd import cosine_from_sums
 from .procrustes import special_polar, weighted_procrustes
@@ -33,6 +33,10 @@ BACKENDS = ("auto", "dense", "pairs")
 # this many entries and the whole padded batch at most _DENSE_TOTAL.
 _DENSE_PER_GRAPH = 1 << 16
 _DENSE_TOTAL = 1 << 27
+# Large batches are split into up to _MAX_BUCKETS groups of similar-sized graphs
+# (at least _GRAPHS_PER_BUCKET each), each padded only to its own largest graph.
+_MAX_BUCKETS = 8
+_GRAPHS_PER_BUCKET = 256
 
 
 class AlignmentResult(NamedTuple):
@@ -118,36 +122,13 @@ def _objective(name: str, value: Tensor, tau: float, eps: float, floor: Optional
     return -torch.log(value + eps) / tau
 
 
-def _bounding_volume(ev, floor: float) -> Tensor:
-    """Per-graph bounding-box volume of the x side, each side at least ``floor``."""
-    if isinstance(ev, DenseCorrelation):
-        occupied = (ev.Q > 0).unsqueeze(-1)
-        big = torch.finfo(ev.X.dtype).max
-        lo = torch.where(occupied, ev.X, big).amin(1)
-        hi = torch.where(occupied, ev.X, -big).amax(1)
-    else:
-        idx = ev.bx.unsqueeze(-1).expand(-1, 3)
-        p = ev.x
-        lo = p.new_full((ev.num_graphs, 3), float("inf")).scatter_reduce(0, idx, p, "amin")
-        hi = p.new_full((ev.num_graphs, 3), float("-inf")).scatter_reduce(0, idx, p, "amax")
-    side = torch.where(hi >= lo, hi - lo, torch.zeros_like(hi)).clamp_min(floor)
-    return side.prod(-1)
-
-
 def _evaluator(backend, radius_backend, xc, yc, batch_x, batch_y, q, p, num_graphs):
     if backend == "dense":
+        buckets = min(_MAX_BUCKETS, num_graphs // _GRAPHS_PER_BUCKET)
+        if buckets > 1:
+            return BucketedDense(xc, yc, batch_x, batch_y, q, p, num_graphs, buckets)
         return DenseCorrelation(xc, yc, batch_x, batch_y, q, p, num_graphs)
     return PairCorrelation(xc, yc, batch_x, batch_y, q, p, num_graphs, radius_backend)
-
-
-def _select_neighbours(fixed: Tensor, pick: Tensor, backend: str, ev_rep, num_graphs: int) -> Tensor:
-    """The fixed neighbour structure of the picked candidate copies, in the original indexing."""
-    if backend == "dense":
-        return fixed[pick]
-    i, j = fixed
-    keep = torch.isin(ev_rep.bx[i], pick)
-    copies = ev_rep.num_graphs // num_graphs
-    return torch.stack([i[keep] % (ev_rep.x.size(0) // copies), j[keep] % (ev_rep.y.size(0) // copies)])
 
 
 class _EM:
@@ -169,7 +150,7 @@ class _EM:
             floor = self.min_sigma ** 2
             # CPD's start: the mean squared distance of all pairs, per axis.
             sig2 = ((6 * spread + t.pow(2).sum(-1)) / 3).clamp_min(floor)
-            vol = _bounding_volume(ev, self.s_max)
+            vol = ev.bounding_volume(self.s_max)
             ratio = self.outlier_weight / (1 - self.outlier_weight)
         for _ in range(self.iterations):
             if robust:
@@ -409,7 +390,8 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
             R, t = R[pick], t[pick]
             history = None if history is None else history[:, pick]
             sig2 = None if sig2 is None else sig2[pick]
-            fixed = None if fixed is None else _select_neighbours(fixed, pick, backend, ev_rep, num_graphs)
+            if fixed is not None:  # the chosen copy's neighbours: those of its starting pose
+                fixed = ev.neighbours(cand.reshape(-1, 3, 3)[pick], zero_t, r)
     if not full:
         R, t = R.detach(), t.detach()
 

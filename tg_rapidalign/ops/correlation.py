@@ -55,6 +55,11 @@ def _outlier_posterior(g: Tensor, row_sum: Tensor, c: Tensor) -> Tensor:
     return g / torch.where(den > 0, den, torch.ones_like(den))
 
 
+def _box_volume(lo: Tensor, hi: Tensor, floor: float) -> Tensor:
+    """Volume of boxes ``[lo, hi]`` (empty ones: 0 per side), each side at least ``floor``."""
+    return torch.where(hi >= lo, hi - lo, torch.zeros_like(hi)).clamp_min(floor).prod(-1)
+
+
 class DenseCorrelation:
     """A batch as padded per-graph matrices: ``X [B, n, 3]``, ``Y [B, m, 3]``,
     weights ``Q [B, n]``, ``P [B, m]`` (zero on padding).
@@ -106,17 +111,19 @@ class DenseCorrelation:
         return torch.nn.functional.threshold(E, cut, floor)
 
     def _kernels(self, A: Tensor, Z: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
-                 nbr: Optional[Tensor], with_em: bool) -> Tuple[Tensor, Tensor]:
-        """The kernel block ``K [B, n, m]`` and (if ``with_em``) the MM pair weight block."""
+                 nbr: Optional[Tensor], with_em: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(K, M, c)``: the kernel block is ``c * K`` ``[B, n, m]`` and ``M`` is
+        proportional to the MM pair weight block (if ``with_em``). For one band
+        ``c`` is its coefficient, applied to thin products instead of the block."""
         inv, single, scale, cut, floor = band_setup(sigmas, None if r is None else r * r)
         E = self._cut(self._exponent(A, Z, scale), cut, floor, nbr)
         if single:
-            K = E.exp_() * coefs[0] if not E.requires_grad else E.exp() * coefs[0]
-            return K, K
+            K = E.exp_() if not E.requires_grad else E.exp()
+            return K, K, coefs[0]
         bands = [(E * inv[b]).clamp_min_(_FLOOR).exp_() for b in range(sigmas.numel())]
         K = sum(c * e for c, e in zip(coefs, bands))
         mm = sum(c * e for c, e in zip(em_coefs(sigmas, coefs), bands)) if with_em else K
-        return K, mm
+        return K, mm, torch.ones_like(coefs[0])
 
     def neighbours(self, R: Tensor, t: Tensor, r: Radius) -> Optional[Tensor]:
         """The mask ``[B, n, m]`` of pairs within ``r`` (``None``: every pair)."""
@@ -129,8 +136,8 @@ class DenseCorrelation:
     def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
                     nbr: Optional[Tensor] = None) -> Tensor:
         """``kappa [B]``."""
-        K, _ = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, False)
-        return (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
+        K, _, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, False)
+        return (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1) * c
 
     def _thin(self) -> Tensor:
         """``[P | P y | P |y|^2]`` per slot: ``[B, m, 5]``."""
@@ -140,10 +147,9 @@ class DenseCorrelation:
     def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
         """``kappa [B]`` at this pose and the moments of the MM pair weight."""
-        K, mm = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, True)
-        KP = torch.bmm(mm, self._thin())
-        mom = self._moments(KP, self.Q)
-        kappa = mom.mass if mm is K else (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
+        K, mm, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, True)
+        mom = self._moments(torch.bmm(mm, self._thin()), self.Q)
+        kappa = mom.mass * c if mm is K else (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
         return kappa, mom
 
     def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor, r: Radius) -> Moments:
@@ -166,12 +172,87 @@ class DenseCorrelation:
                        self.X.transpose(-1, -2) @ W[..., 1:4], (w0 * self.X.pow(2).sum(-1)).sum(-1),
                        W[..., 4].sum(-1))
 
+    def bounding_volume(self, floor: float) -> Tensor:
+        """Per-graph bounding-box volume of the x side, each side at least ``floor``."""
+        occupied = (self.Q > 0).unsqueeze(-1)
+        big = torch.finfo(self.X.dtype).max
+        lo = torch.where(occupied, self.X, big).amin(1)
+        hi = torch.where(occupied, self.X, -big).amax(1)
+        return _box_volume(lo, hi, floor)
+
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Radius) -> Tuple[Tensor, Tensor]:
         """Pose-independent ``kappa_XX`` and ``kappa_YY`` ``[B]``."""
         def one(A, W):
-            K, _ = self._kernels(A, A, sigmas, coefs, r, None, False)
-            return (torch.bmm(K, W.unsqueeze(-1)).squeeze(-1) * W).sum(-1)
+            K, _, c = self._kernels(A, A, sigmas, coefs, r, None, False)
+            return (torch.bmm(K, W.unsqueeze(-1)).squeeze(-1) * W).sum(-1) * c
         return one(self.X, self.Q), one(self.Y, self.P)
+
+
+def _cat_graphs(parts, inverse: Tensor):
+    """Concatenates per-bucket results (tensors or Moments) and restores graph order."""
+    if isinstance(parts[0], Moments):
+        return Moments(*(_cat_graphs([p[k] for p in parts], inverse) for k in range(len(Moments._fields))))
+    return torch.cat(parts)[inverse]
+
+
+class BucketedDense:
+    """:class:`DenseCorrelation` on groups of similar-sized graphs, so that a
+    batch of mixed sizes is not padded to its largest graph throughout. Same
+    interface; per-graph arguments and results are split and merged here."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_x: Tensor, batch_y: Tensor, qx: Tensor, py: Tensor,
+                 num_graphs: int, buckets: int):
+        size = torch.maximum(torch.bincount(batch_x, minlength=num_graphs),
+                             torch.bincount(batch_y, minlength=num_graphs))
+        groups = [g.sort().values for g in torch.sort(size, stable=True).indices.tensor_split(buckets)]
+        self.groups = [g for g in groups if g.numel()]
+        self.inverse = torch.argsort(torch.cat(self.groups))
+        self.num_graphs = num_graphs
+        self.parts = []
+        for g in self.groups:
+            rank = torch.full((num_graphs,), -1, dtype=torch.long, device=x.device)
+            rank[g] = torch.arange(g.numel(), device=x.device)
+            mx, my = rank[batch_x] >= 0, rank[batch_y] >= 0
+            self.parts.append(DenseCorrelation(x[mx], y[my], rank[batch_x[mx]], rank[batch_y[my]], qx[mx],
+                                               py[my], g.numel()))
+
+    def detached(self) -> "BucketedDense":
+        out = object.__new__(BucketedDense)
+        out.__dict__.update(self.__dict__)
+        out.parts = [part.detached() for part in self.parts]
+        return out
+
+    def _each(self, method: str, R: Tensor, t: Tensor, *args, per_graph=(), nbr=None):
+        """Calls ``method`` on every bucket with its graphs' slice of ``R``, ``t``
+        and of the arguments at the positions ``per_graph``."""
+        out = []
+        for k, (g, part) in enumerate(zip(self.groups, self.parts)):
+            a = [v[g] if i in per_graph and isinstance(v, Tensor) else v for i, v in enumerate(args)]
+            if nbr is not None:
+                a.append(nbr[k])
+            out.append(getattr(part, method)(R[g], t[g], *a))
+        return out
+
+    def neighbours(self, R, t, r):
+        return None if r is None else self._each("neighbours", R, t, r)
+
+    def correlation(self, R, t, sigmas, coefs, r, nbr=None):
+        return _cat_graphs(self._each("correlation", R, t, sigmas, coefs, r, nbr=nbr), self.inverse)
+
+    def estep(self, R, t, sigmas, coefs, r, nbr=None):
+        parts = self._each("estep", R, t, sigmas, coefs, r, nbr=nbr)
+        return (_cat_graphs([p[0] for p in parts], self.inverse),
+                _cat_graphs([p[1] for p in parts], self.inverse))
+
+    def robust_estep(self, R, t, sigma2, c, r):
+        return _cat_graphs(self._each("robust_estep", R, t, sigma2, c, r, per_graph=(0, 1, 2)), self.inverse)
+
+    def self_sums(self, sigmas, coefs, r):
+        parts = [part.self_sums(sigmas, coefs, r) for part in self.parts]
+        return tuple(_cat_graphs([p[k] for p in parts], self.inverse) for k in range(2))
+
+    def bounding_volume(self, floor: float) -> Tensor:
+        return _cat_graphs([part.bounding_volume(floor) for part in self.parts], self.inverse)
 
 
 class PairCorrelation:
@@ -254,6 +335,12 @@ class PairCorrelation:
                                            (w * yj.pow(2).sum(-1)).unsqueeze(-1)], -1), pairs)
         sxy = self._graph_sum((w.view(-1, 1, 1) * xi.unsqueeze(-1) * yj.unsqueeze(-2)), pairs)
         return Moments(first[:, 0], first[:, 1:4], first[:, 4:7], sxy, first[:, 7], first[:, 8])
+
+    def bounding_volume(self, floor: float) -> Tensor:
+        idx = self.bx.unsqueeze(-1).expand(-1, 3)
+        lo = self.x.new_full((self.num_graphs, 3), float("inf")).scatter_reduce(0, idx, self.x, "amin")
+        hi = self.x.new_full((self.num_graphs, 3), float("-inf")).scatter_reduce(0, idx, self.x, "amax")
+        return _box_volume(lo, hi, floor)
 
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Radius) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
