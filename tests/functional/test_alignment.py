@@ -169,13 +169,21 @@ def test_degenerate_inputs_finite(case, init, mode):
         assert res.loss.abs().max() < 1e-9
 
 
-def test_zero_mass_conventions():
-    x = torch.randn(5, 3, dtype=torch.float64)
-    one = se3_kernel_alignment(x, x, weight_x=torch.zeros(5, dtype=torch.float64))
-    assert one.similarity.item() == 0 and torch.isfinite(one.loss).all() and one.loss.item() > 10
-    both = se3_kernel_alignment(x, x, weight_x=torch.zeros(5, dtype=torch.float64),
-                                weight_y=torch.zeros(5, dtype=torch.float64))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_mass_conventions(dtype, backend):
+    x = torch.randn(5, 3, dtype=dtype)
+    zero = torch.zeros(5, dtype=dtype)
+    one = se3_kernel_alignment(x, x, weight_x=zero, backend=backend)
+    assert one.similarity.item() == 0 and torch.isfinite(one.loss).all()
+    assert one.loss.item() == pytest.approx(-math.log(1e-8), rel=1e-4)
+    both = se3_kernel_alignment(x, x, weight_x=zero, weight_y=zero, backend=backend)
     assert both.similarity.item() == 1 and both.loss.item() == 0
+    empty = torch.zeros(0, 3, dtype=dtype)
+    for init in ["principal_axes", "paired", "identity"]:
+        res = se3_kernel_alignment(empty, empty, init=init, backend=backend)
+        assert res.loss.item() == 0 and res.R.shape == (1, 3, 3)
+    assert torch.isfinite(se3_kernel_alignment(x, empty, backend=backend).loss).all()
 
 
 @pytest.mark.parametrize("init", ["paired", "principal_axes", "octahedral"])

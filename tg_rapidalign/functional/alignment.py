@@ -117,8 +117,8 @@ def _objective(name: str, value: Tensor, tau: float, eps: float, floor: Optional
     if floor is not None:
         value = _soft_floor(value, floor)
     if name == "log_cosine":
-        # log((c + eps) / (1 + eps)) via log1p: exactly 0 at c == 1.
-        return -(torch.log1p(value - 1 + eps) - math.log1p(eps)) / tau
+        # The ratio is exactly 1 at c == 1, and eps survives at c == 0 in float32.
+        return -torch.log((value + eps) / (1 + eps)) / tau
     return -torch.log(value + eps) / tau
 
 
