@@ -464,3 +464,21 @@ def test_size_buckets_match_one_padded_batch(monkeypatch, kwargs):
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-11), (name, f)
         px, py = posed[bx], posed[by]  # (so do the gradients, which follow the pose)
         assert torch.allclose(hx[px], gx[px], atol=1e-9) and torch.allclose(hy[py], gy[py], atol=1e-9), name
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(4, 40), st.integers(0, 10_000), st.sampled_from(["paired", "principal_axes"]),
+       st.sampled_from(BACKENDS))
+def test_rotation_invariance_property(n, seed, init, backend):
+    """Any rotation and translation of y leaves the loss unchanged (distinct
+    principal variances, so the principal axes are defined)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randn(n, 3, dtype=torch.float64, generator=gen) * torch.tensor([4.0, 2.0, 1.0],
+                                                                            dtype=torch.float64)
+    x = y + 0.3 * torch.randn(n, 3, dtype=torch.float64, generator=gen)
+    w = torch.rand(n, dtype=torch.float64, generator=gen) + 0.5
+    R, t = random_rotation(1, gen=gen)[0], torch.randn(3, dtype=torch.float64, generator=gen) * 10
+    a = se3_kernel_alignment(x, y, None, None, w, w, 1.0, init=init, iterations=2, backend=backend)
+    b = se3_kernel_alignment(x, y @ R.T + t, None, None, w, w, 1.0, init=init, iterations=2, backend=backend)
+    assert torch.allclose(a.loss, b.loss, atol=1e-9, rtol=1e-9)
+    assert torch.allclose(b.R[0] @ R, a.R[0], atol=1e-7)
