@@ -114,3 +114,15 @@ def test_external_backend_adapter(monkeypatch):
     e = radius_pairs(x, y, 1.0, bx, by, backend="torch_cluster")
     assert as_set(e) == brute_pairs(x, y, 1.0, bx, by)
     assert calls["cap"] >= len(x)  # never caps neighbours
+
+
+def test_grid_chunks_are_whole_rows_and_cover_every_pair():
+    from tg_rapidalign.neighbors.grid import grid_radius_chunks
+    x, bx = random_batch([300, 5, 200], dtype=torch.float64)
+    y, by = random_batch([250, 7, 220], dtype=torch.float64)
+    chunks = list(grid_radius_chunks(x, y, 0.2, bx, by, 3, chunk=500))
+    assert len(chunks) > 10
+    rows = [set(i.tolist()) for i, _ in chunks]
+    assert all(a.isdisjoint(b) for k, a in enumerate(rows) for b in rows[k + 1:])  # whole rows
+    got = {(int(i), int(j)) for ci, cj in chunks for i, j in zip(ci, cj)}
+    assert got == brute_pairs(x, y, 0.2, bx, by)

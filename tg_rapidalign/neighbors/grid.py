@@ -8,7 +8,7 @@ generated and distance-filtered in chunks, so memory stays O(N + M + E).
 from __future__ import annotations
 
 import itertools
-from typing import Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -46,13 +46,24 @@ def _pack(batch: Tensor, cells: Tensor, size: Tensor) -> Tensor:
 def grid_radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor,
                 num_graphs: int) -> Tensor:
     """All pairs ``(i, j)`` with ``||x_i - y_j|| <= r`` in the same graph."""
+    chunks = list(grid_radius_chunks(x, y, r, batch_x, batch_y, num_graphs))
+    if not chunks:
+        return torch.empty(2, 0, dtype=torch.long, device=x.device)
+    return torch.stack([torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])], 0)
+
+
+def grid_radius_chunks(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor,
+                       num_graphs: int, chunk: Optional[int] = None) -> Iterator[Tuple[Tensor, Tensor]]:
+    """The pairs of :func:`grid_radius` as ``(i, j)`` chunks of whole rows of
+    ``x`` (all pairs of a row in one chunk; about ``chunk`` candidates each), so
+    that a consumer that reduces them never holds every pair at once."""
     device = x.device
+    chunk = chunk or _CHUNK_CANDIDATES
     if x.size(0) == 0 or y.size(0) == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
+        return
     dim = x.size(1)
     cx, cy, size = _cell_coords(x, y, r, num_graphs)
-    key_y = _pack(batch_y, cy, size)
-    key_y, perm = torch.sort(key_y)
+    key_y, perm = torch.sort(_pack(batch_y, cy, size))
 
     offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=dim)),
                            dtype=torch.long, device=device)
@@ -66,14 +77,12 @@ def grid_radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor
 
     per_point = count.sum(1)
     r2 = r * r
-    rows, cols = [], []
     # Split the queries so that each chunk generates a bounded number of candidates.
     cum = torch.cumsum(per_point, 0)
     total = int(cum[-1])
     if total == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    marks = torch.arange(_CHUNK_CANDIDATES, max(total, _CHUNK_CANDIDATES), _CHUNK_CANDIDATES,
-                         device=device)
+        return
+    marks = torch.arange(chunk, max(total, chunk), chunk, device=device)
     bounds = torch.searchsorted(cum, marks)
     edges = [0] + [int(b) + 1 for b in bounds.tolist()] + [x.size(0)]
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -87,13 +96,7 @@ def grid_radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor
         # Expand each (point, cell) range into candidate pairs.
         seg = torch.repeat_interleave(torch.arange(c.numel(), device=device), c)
         first = torch.cumsum(c, 0) - c
-        pos_in_seg = torch.arange(n_cand, device=device) - first[seg]
-        j = perm[s[seg] + pos_in_seg]
+        j = perm[s[seg] + (torch.arange(n_cand, device=device) - first[seg])]
         i = seg // offsets.size(0) + lo
-        d2 = (x[i] - y[j]).pow(2).sum(1)
-        keep = d2 <= r2
-        rows.append(i[keep])
-        cols.append(j[keep])
-    if not rows:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    return torch.stack([torch.cat(rows), torch.cat(cols)], 0)
+        keep = (x[i] - y[j]).pow(2).sum(1) <= r2
+        yield i[keep], j[keep]

@@ -15,7 +15,7 @@ from .._validation import (
     check_same_space,
     resolve_num_graphs,
 )
-from .grid import grid_radius
+from .grid import grid_radius, grid_radius_chunks
 
 BACKENDS = ("auto", "dense", "grid", "torch_cluster", "pyg_lib")
 
@@ -141,3 +141,17 @@ def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = Non
     if not has_pyg_lib_radius():
         raise ValueError("backend 'pyg_lib' requested but pyg-lib (with radius) is not installed")
     return _external_radius(_pyg_lib, x, y, r, batch_x, batch_y, num_graphs)
+
+
+def radius_pair_chunks(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor,
+                       num_graphs: int, backend: str = "auto"):
+    """The pairs of :func:`radius_pairs` as ``(i, j)`` chunks of whole rows of ``x``
+    (the grid backend streams them; the others give one chunk), for
+    consumers that reduce pairs as they come. Inputs are assumed valid."""
+    if backend == "auto":
+        backend = pick_backend(x, y)
+    if backend == "grid":
+        yield from grid_radius_chunks(x.detach(), y.detach(), r, batch_x, batch_y, num_graphs)
+        return
+    i, j = radius_pairs(x, y, r, batch_x, batch_y, backend=backend, num_graphs=num_graphs)
+    yield i, j

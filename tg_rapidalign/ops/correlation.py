@@ -10,7 +10,8 @@ a sum over same-graph pairs within the cutoff radius of the moved set
 * the moments of the E-step: :math:`\sum \omega_{ij}`, :math:`\sum \omega_{ij}
   \tilde{x}_i`, :math:`\sum \omega_{ij} \tilde{y}_j`, :math:`\sum \omega_{ij}
   \tilde{x}_i \tilde{y}_j^\top` and the second moments, from which
-  :func:`pose_from_moments` solves the next pose.
+  :func:`tg_rapidalign.functional.alignment._pose_from_moments` solves the
+  next pose.
 
 Two evaluators hold a batch: :class:`DenseCorrelation` (padded per-graph
 ``[B, n, m]`` matrices; best for molecule-sized graphs) and
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..kernels import evaluate_bands
-from ..neighbors.radius import radius_pairs
+from ..neighbors.radius import radius_pair_chunks
 from .pair_sum import _FLOOR, band_setup
 
 Radius = Union[None, float, Tensor]  # None (no cutoff), one radius, or one per graph [B]
@@ -49,10 +50,16 @@ def em_coefs(sigmas: Tensor, coefs: Tensor) -> Tensor:
     return coefs if sigmas.numel() == 1 else coefs / (sigmas * sigmas)
 
 
-def _outlier_posterior(g: Tensor, row_sum: Tensor, c: Tensor) -> Tensor:
-    """``g / (row_sum + c)``, 0 where the denominator vanishes (no neighbour, no outlier term)."""
-    den = row_sum + c
-    return g / torch.where(den > 0, den, torch.ones_like(den))
+def _thin(p: Tensor, y: Tensor) -> Tensor:
+    """``[p | p y | p |y|^2]`` per y point (``[..., m, 5]``): one product of a
+    kernel block with it gives every E-step moment per x row."""
+    p = p.unsqueeze(-1)
+    return torch.cat([p, p * y, p * y.pow(2).sum(-1, keepdim=True)], -1)
+
+
+def _sum_rows(v: Tensor) -> Tensor:
+    """Per-graph sum over the padded rows of ``[B, n, ...]``."""
+    return v.sum(1)
 
 
 def _box_volume(lo: Tensor, hi: Tensor, floor: float) -> Tensor:
@@ -139,16 +146,11 @@ class DenseCorrelation:
         K, _, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, False)
         return (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1) * c
 
-    def _thin(self) -> Tensor:
-        """``[P | P y | P |y|^2]`` per slot: ``[B, m, 5]``."""
-        P = self.P.unsqueeze(-1)
-        return torch.cat([P, P * self.Y, P * self.Y.pow(2).sum(-1, keepdim=True)], -1)
-
     def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
         """``kappa [B]`` at this pose and the moments of the MM pair weight."""
         K, mm, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, True)
-        mom = self._moments(torch.bmm(mm, self._thin()), self.Q)
+        mom = _row_moments(self.X, torch.bmm(mm, _thin(self.P, self.Y)), self.Q, _sum_rows)
         kappa = mom.mass * c if mm is K else (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
         return kappa, mom
 
@@ -160,17 +162,9 @@ class DenseCorrelation:
             half_c2 = torch.tensor(float((r * r / sigma2).max()) * 0.5, dtype=torch.float64)
             E = self._cut(E, float(torch.nextafter(-half_c2, -half_c2 - 1)), _FLOOR, None)
         g = E.exp_() if not E.requires_grad else E.exp()
-        KP = torch.bmm(g, self._thin())
+        KP = torch.bmm(g, _thin(self.P, self.Y))
         den = KP[..., 0] + c.unsqueeze(-1)
-        return self._moments(KP, self.Q / torch.where(den > 0, den, torch.ones_like(den)))
-
-    def _moments(self, KP: Tensor, row_scale: Tensor) -> Moments:
-        """Moments of ``w_ij = row_scale_i K_ij P_j`` from ``KP = K @ [P | P y | P |y|^2]``."""
-        W = row_scale.unsqueeze(-1) * KP
-        w0 = W[..., 0]
-        return Moments(w0.sum(-1), (w0.unsqueeze(-1) * self.X).sum(-2), W[..., 1:4].sum(-2),
-                       self.X.transpose(-1, -2) @ W[..., 1:4], (w0 * self.X.pow(2).sum(-1)).sum(-1),
-                       W[..., 4].sum(-1))
+        return _row_moments(self.X, KP, self.Q / torch.where(den > 0, den, torch.ones_like(den)), _sum_rows)
 
     def bounding_volume(self, floor: float) -> Tensor:
         """Per-graph bounding-box volume of the x side, each side at least ``floor``."""
@@ -256,8 +250,9 @@ class BucketedDense:
 
 
 class PairCorrelation:
-    """A batch as packed points and, per evaluation, the explicit list of
-    same-graph pairs within the cutoff of the moved set (``radius_pairs``)."""
+    """A batch as packed points; every evaluation streams the same-graph pairs
+    within the cutoff of the moved set (``radius_pair_chunks``) and reduces them
+    per x point as they come, so memory is O(N + M) plus one chunk of pairs."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_x: Tensor, batch_y: Tensor, qx: Tensor, py: Tensor,
                  num_graphs: int, radius_backend: str = "auto"):
@@ -272,69 +267,66 @@ class PairCorrelation:
     def _moved(self, R: Tensor, t: Tensor) -> Tensor:
         return (R[self.by] @ self.y.unsqueeze(-1)).squeeze(-1) + t[self.by]
 
-    def neighbours(self, R: Tensor, t: Tensor, r: Radius) -> Tensor:
-        """``[2, E]`` pairs (row 0 indexes x, row 1 y) within ``r`` (per graph if a tensor)."""
-        z = self._moved(R, t).detach()
-        if r is None:
-            # Every same-graph pair: a radius beyond the largest distance in the batch.
-            both = torch.cat([self.x.detach(), z], 0)
+    def _chunks(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Radius):
+        """``(i, j)`` chunks of the pairs within ``r`` (one radius, one per graph, or
+        ``None``: every same-graph pair)."""
+        if r is None:  # a radius beyond every distance in the batch
+            both = torch.cat([a, b], 0).detach()
             span = float((both.max(0).values - both.min(0).values).norm()) if both.numel() else 0.0
-            return radius_pairs(self.x.detach(), z, 2 * span + 1.0, self.bx, self.by,
-                                backend=self.radius_backend, num_graphs=self.num_graphs)
-        if isinstance(r, Tensor):
-            pairs = radius_pairs(self.x.detach(), z, float(r.max()), self.bx, self.by,
-                                 backend=self.radius_backend, num_graphs=self.num_graphs)
-            i, j = pairs
-            keep = (self.x[i].detach() - z[j]).pow(2).sum(-1) <= (r * r)[self.bx[i]]
-            return pairs[:, keep]
-        return radius_pairs(self.x.detach(), z, r, self.bx, self.by, backend=self.radius_backend,
-                            num_graphs=self.num_graphs)
+            radius = 2 * span + 1.0
+        else:
+            radius = float(r.max()) if isinstance(r, Tensor) else r
+        for i, j in radius_pair_chunks(a.detach(), b.detach(), radius, ba, bb, self.num_graphs,
+                                       self.radius_backend):
+            if isinstance(r, Tensor):
+                keep = (a[i].detach() - b[j].detach()).pow(2).sum(-1) <= (r * r)[ba[i]]
+                i, j = i[keep], j[keep]
+            yield i, j
 
-    def _pair_d2(self, R: Tensor, t: Tensor, pairs: Tensor) -> Tensor:
-        i, j = pairs
-        g = self.by[j]
-        z = (R[g] @ self.y[j].unsqueeze(-1)).squeeze(-1) + t[g]
-        return (self.x[i] - z).pow(2).sum(-1)
+    def neighbours(self, R: Tensor, t: Tensor, r: Radius) -> Tensor:
+        """``[2, E]`` pairs (row 0 indexes x, row 1 y) within ``r`` at this pose."""
+        chunks = list(self._chunks(self.x, self.bx, self._moved(R, t), self.by, r))
+        if not chunks:
+            return torch.empty(2, 0, dtype=torch.long, device=self.x.device)
+        return torch.stack([torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])])
 
-    def _graph_sum(self, values: Tensor, pairs: Tensor) -> Tensor:
-        out = values.new_zeros((self.num_graphs,) + values.shape[1:])
-        return out.index_add_(0, self.bx[pairs[0]], values)
+    def _row_sums(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Radius, nbr: Optional[Tensor],
+                  value, right: Tensor) -> Tensor:
+        """``sum_j value(i, j, d2_ij) * right_j`` per row ``i`` of ``a`` ``[N, F]``."""
+        out = right.new_zeros(a.size(0), right.size(1))
+        chunks = [tuple(nbr)] if nbr is not None else self._chunks(a, ba, b, bb, r)
+        for i, j in chunks:
+            d2 = (a[i] - b[j]).pow(2).sum(-1)
+            out = out.index_add(0, i, value(i, d2).unsqueeze(-1) * right[j])
+        return out
+
+    def _graph_sum(self, values: Tensor) -> Tensor:
+        return values.new_zeros((self.num_graphs,) + values.shape[1:]).index_add(0, self.bx, values)
 
     def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
                     nbr: Optional[Tensor] = None) -> Tensor:
-        pairs = self.neighbours(R, t, r) if nbr is None else nbr
-        d2 = self._pair_d2(R, t, pairs)
-        i, j = pairs
-        return self._graph_sum(self.q[i] * self.p[j] * evaluate_bands(d2, sigmas, coefs), pairs)
+        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr,
+                              lambda i, d2: evaluate_bands(d2, sigmas, coefs), self.p.unsqueeze(-1))
+        return self._graph_sum(self.q * rows[:, 0])
 
     def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
-        pairs = self.neighbours(R, t, r) if nbr is None else nbr
-        d2 = self._pair_d2(R, t, pairs)
-        i, j = pairs
-        qp = self.q[i] * self.p[j]
-        w = qp * evaluate_bands(d2, sigmas, coefs)
-        kappa = self._graph_sum(w, pairs)
-        if sigmas.numel() > 1:
-            w = qp * evaluate_bands(d2, sigmas, em_coefs(sigmas, coefs))
-        return kappa, self._moments(w, pairs)
+        z = self._moved(R, t)
+        mm = em_coefs(sigmas, coefs)
+        rows = self._row_sums(self.x, self.bx, z, self.by, r, nbr,
+                              lambda i, d2: evaluate_bands(d2, sigmas, mm), _thin(self.p, self.y))
+        mom = _row_moments(self.x, rows, self.q, self._graph_sum)
+        if sigmas.numel() == 1:
+            return mom.mass * coefs[0], mom
+        return self.correlation(R, t, sigmas, coefs, r, nbr), mom
 
     def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor, r: Radius) -> Moments:
-        pairs = self.neighbours(R, t, r)
-        i, j = pairs
-        g = self.p[j] * torch.exp(self._pair_d2(R, t, pairs) * (-0.5 / sigma2)[self.bx[i]])
-        row = g.new_zeros(self.x.size(0)).index_add_(0, i, g)
-        post = _outlier_posterior(g, row[i], c[self.bx[i]])
-        return self._moments(self.q[i] * post, pairs)
-
-    def _moments(self, w: Tensor, pairs: Tensor) -> Moments:
-        i, j = pairs
-        xi, yj = self.x[i], self.y[j]
-        first = self._graph_sum(torch.cat([w.unsqueeze(-1), w.unsqueeze(-1) * xi, w.unsqueeze(-1) * yj,
-                                           (w * xi.pow(2).sum(-1)).unsqueeze(-1),
-                                           (w * yj.pow(2).sum(-1)).unsqueeze(-1)], -1), pairs)
-        sxy = self._graph_sum((w.view(-1, 1, 1) * xi.unsqueeze(-1) * yj.unsqueeze(-2)), pairs)
-        return Moments(first[:, 0], first[:, 1:4], first[:, 4:7], sxy, first[:, 7], first[:, 8])
+        half_inv = 0.5 / sigma2
+        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, None,
+                              lambda i, d2: torch.exp(-d2 * half_inv[self.bx[i]]), _thin(self.p, self.y))
+        den = rows[:, 0] + c[self.bx]
+        return _row_moments(self.x, rows, self.q / torch.where(den > 0, den, torch.ones_like(den)),
+                            self._graph_sum)
 
     def bounding_volume(self, floor: float) -> Tensor:
         idx = self.bx.unsqueeze(-1).expand(-1, 3)
@@ -344,14 +336,17 @@ class PairCorrelation:
 
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Radius) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
-            if r is None:
-                span = float((a.max(0).values - a.min(0).values).norm()) if a.numel() else 0.0
-                radius = 2 * span + 1.0
-            else:
-                radius = r
-            i, j = radius_pairs(a.detach(), a.detach(), radius, b, b, backend=self.radius_backend,
-                                num_graphs=self.num_graphs)
-            d2 = (a[i] - a[j]).pow(2).sum(-1)
-            vals = w[i] * w[j] * evaluate_bands(d2, sigmas, coefs)
-            return vals.new_zeros(self.num_graphs).index_add_(0, b[i], vals)
+            rows = self._row_sums(a, b, a, b, r, None, lambda i, d2: evaluate_bands(d2, sigmas, coefs),
+                                  w.unsqueeze(-1))
+            return w.new_zeros(self.num_graphs).index_add(0, b, w * rows[:, 0])
         return one(self.x, self.bx, self.q), one(self.y, self.by, self.p)
+
+
+def _row_moments(X: Tensor, rows: Tensor, row_scale: Tensor, reduce) -> Moments:
+    """Moments of ``w_ij = row_scale_i K_ij p_j`` from the per-row sums
+    ``rows = K @ [p | p y | p |y|^2]`` ``[..., n, 5]``; ``reduce`` sums rows per graph."""
+    W = row_scale.unsqueeze(-1) * rows
+    w0 = W[..., 0]
+    return Moments(reduce(w0), reduce(w0.unsqueeze(-1) * X), reduce(W[..., 1:4]),
+                   reduce(X.unsqueeze(-1) * W[..., 1:4].unsqueeze(-2)), reduce(w0 * X.pow(2).sum(-1)),
+                   reduce(W[..., 4]))
