@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -131,18 +132,26 @@ def _evaluator(backend, radius_backend, xc, yc, batch_x, batch_y, q, p, num_grap
     return PairCorrelation(xc, yc, batch_x, batch_y, q, p, num_graphs, radius_backend)
 
 
+@dataclass
 class _EM:
     """The EM / MM iterations of the pose from a starting pose, on any evaluator."""
-
-    def __init__(self, iterations, estep, sigmas, coefs, r, cutoff, reg, blend, refresh,
-                 outlier_weight, min_sigma, s_max):
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
+    iterations: int
+    estep: str
+    sigmas: Tensor
+    coefs: Tensor
+    r: Optional[float]         # neighbour radius of the kernel E-step
+    cutoff: Optional[float]    # in bandwidths, for the robust E-step's own radius
+    pose_reg: float
+    blend: float
+    refresh: bool
+    outlier_weight: float
+    min_sigma: float
+    s_max: float
 
     def run(self, ev, R: Tensor, t: Tensor, spread: Tensor):
         """Returns ``(R, t, history [iterations, B] or None, sigma^2 [B] or None, fixed neighbours)``."""
         anchor = R.detach()
-        reg = None if self.reg is None else self.reg.to(R.dtype)
+        reg = self.pose_reg * spread if self.pose_reg > 0 else None
         robust = self.estep == "robust"
         fixed = None if self.refresh or robust else ev.neighbours(R, t, self.r)
         history, sig2 = [], None
@@ -354,7 +363,7 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     cx, cy = cx.detach(), cy.detach()
     em = _EM(iterations=iterations, estep=estep, sigmas=sigmas if full else sigmas.detach(),
              coefs=coefs if full else coefs.detach(), r=r, cutoff=cutoff,
-             reg=None if pose_reg == 0 else pose_reg * spread, blend=pose_blend,
+             pose_reg=pose_reg, blend=pose_blend,
              refresh=refresh_neighbors, outlier_weight=outlier_weight,
              min_sigma=min_sigma if min_sigma is not None else 1e-3 * s_max, s_max=s_max)
     eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(num_graphs, 3, 3)
