@@ -372,10 +372,12 @@ def test_pose_regularisation_and_blending():
     assert rotation_angle(free.R[0], axis_rotation([0.0, 1, 0], 0.4)).item() < 1e-6
     held = se3_kernel_alignment(x, y, sigma=1.0, init="identity", iterations=20, pose_reg=1e6)
     assert rotation_angle(held.R[0], torch.eye(3, dtype=torch.float64)).item() < 0.01
-    # from the principal-axes starts, a strong pull keeps the chosen start
-    start = se3_kernel_alignment(x, y, sigma=1.0, iterations=0)
-    pulled = se3_kernel_alignment(x, y, sigma=1.0, iterations=5, pose_reg=1e6)
-    assert rotation_angle(pulled.R[0], start.R[0]).item() < 0.01
+    # from the principal-axes starts (a batch of two graphs), a strong pull keeps the chosen starts
+    xb, yb = torch.cat([x, 2 * x]), torch.cat([y, 2 * y])
+    b = torch.repeat_interleave(torch.arange(2), 30)
+    start = se3_kernel_alignment(xb, yb, b, b, sigma=1.0, iterations=0)
+    pulled = se3_kernel_alignment(xb, yb, b, b, sigma=1.0, iterations=5, pose_reg=1e6)
+    assert (rotation_angle(pulled.R, start.R) < 0.01).all()
     one = se3_kernel_alignment(x, y, sigma=1.0, init="identity", iterations=1)
     damped = se3_kernel_alignment(x, y, sigma=1.0, init="identity", iterations=1, pose_blend=0.5)
     step = rotation_angle(one.R[0], torch.eye(3, dtype=torch.float64))
