@@ -290,7 +290,8 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
             cases toward it. (default: :obj:`0.0`)
         refresh_neighbors (bool, optional): Recompute the neighbour pairs at
             every step (the default); if :obj:`False`, keep those of the initial
-            pose. (default: :obj:`True`)
+            pose for every kernel E-step and the final :math:`\kappa` (the robust
+            E-step's radius follows its own bandwidth). (default: :obj:`True`)
         backend (str, optional): :obj:`"dense"` (padded per-graph matrices),
             :obj:`"pairs"` (explicit neighbour list, O(N + M + E) memory) or
             :obj:`"auto"`. (default: :obj:`"auto"`)
