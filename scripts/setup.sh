@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One-command set-up and run: `bash scripts/setup.sh demo` or `bash scripts/setup.sh test`.
 # Creates .venv (seeing the system's packages, so a torch you already have is
-# kept), installs torch==2.13.0 only if no torch is importable, then the package.
+# kept), installs torch==2.13.0 only if no torch is importable, then the package
+# with its native extension (built against that torch: --no-build-isolation, so
+# no other torch is ever fetched; without a C++ compiler it installs without it
+# and warns once at import).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 task="${1:-test}"
@@ -13,14 +16,16 @@ fi
 if ! python -c "import torch" >/dev/null 2>&1; then
     python -m pip install -q "torch==2.13.0"
 fi
+python -m pip install -q "setuptools>=64" wheel ninja
 case "$task" in
     demo)
-        python -m pip install -q -e .
+        python -m pip install -q --no-build-isolation -e .
         rapidalign demo "${@:2}"
         ;;
     test)
-        python -m pip install -q -e ".[test]"
-        ruff check tg_rapidalign tests benchmarks examples
+        python -m pip install -q --no-build-isolation -e ".[test]"
+        ruff check tg_rapidalign tests benchmarks examples setup.py
+        bash scripts/check_cuda.sh
         python -m pytest -q "${@:2}"
         ;;
     *)

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from reference import ref_cosine, ref_mmd, ref_sums, ref_unbiased_mmd
 
 from tg_rapidalign import GaussianKernel, MultiBandGaussianKernel, kernel_cosine, kernel_mmd, kernel_sums
+from tg_rapidalign.ops import native
 
-BACKENDS = ["dense", "tiled"]
+BACKENDS = ["dense", "tiled"] + (["native"] if native.AVAILABLE else [])
 
 
 def rel(a, b):

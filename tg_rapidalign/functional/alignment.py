@@ -19,6 +19,7 @@ from .._validation import (
     resolve_num_graphs,
 )
 from ..kernels import KernelLike, resolve_kernel
+from ..ops import native
 from ..ops.correlation import BucketedDense, DenseCorrelation, Moments, PairCorrelation
 from ..weights import normalize_weights
 from .mmd import cosine_from_sums
@@ -28,7 +29,7 @@ INITS = ("principal_axes", "octahedral", "paired", "identity")
 OBJECTIVES = ("log_cosine", "cosine", "log_kappa", "kappa")
 ESTEPS = ("kernel", "robust")
 POSE_GRADS = ("detach", "full")
-BACKENDS = ("auto", "dense", "pairs")
+BACKENDS = ("auto", "dense", "pairs", "native")
 
 # The padded dense evaluator is used while the largest graph pair has at most
 # this many entries and the whole padded batch at most _DENSE_TOTAL.
@@ -129,7 +130,8 @@ def _evaluator(backend, radius_backend, xc, yc, batch_x, batch_y, q, p, num_grap
         if buckets > 1:
             return BucketedDense(xc, yc, batch_x, batch_y, q, p, num_graphs, buckets)
         return DenseCorrelation(xc, yc, batch_x, batch_y, q, p, num_graphs)
-    return PairCorrelation(xc, yc, batch_x, batch_y, q, p, num_graphs, radius_backend)
+    return PairCorrelation(xc, yc, batch_x, batch_y, q, p, num_graphs, radius_backend,
+                           use_native=backend == "native")
 
 
 @dataclass
@@ -165,8 +167,7 @@ class _EM:
             if robust:
                 # Uniform outlier density 1 / volume against the Gaussian's normaliser.
                 c = ratio * (2 * math.pi * sig2) ** 1.5 / vol
-                rk = None if self.cutoff is None else self.cutoff * sig2.sqrt()
-                mom = ev.robust_estep(R, t, sig2, c, rk)
+                mom = ev.robust_estep(R, t, sig2, c, self.cutoff)
             else:
                 kap, mom = ev.estep(R, t, self.sigmas, self.coefs, self.r, fixed)
                 history.append(kap.detach())
@@ -350,8 +351,14 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
         nx = torch.bincount(batch_x, minlength=num_graphs)
         ny = torch.bincount(batch_y, minlength=num_graphs)
         per_graph = int((nx.max() * ny.max()).item()) if num_graphs else 0
-        backend = "dense" if per_graph <= _DENSE_PER_GRAPH and num_graphs * per_graph <= _DENSE_TOTAL \
-            else "pairs"
+        if per_graph <= _DENSE_PER_GRAPH and num_graphs * per_graph <= _DENSE_TOTAL:
+            backend = "dense"
+        else:
+            backend = "native" if native.supports(x) else "pairs"
+    elif backend == "native" and not native.supports(x):
+        raise ValueError("backend='native' needs the built extension and float32/float64 inputs on a "
+                         "supported device (tg_rapidalign.ops.native.AVAILABLE is "
+                         f"{native.AVAILABLE})")
     ev = _evaluator(backend, radius_backend, xc, yc, batch_x, batch_y, q, p, num_graphs)
 
     full = pose_grad == "full"

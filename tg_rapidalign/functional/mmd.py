@@ -16,10 +16,11 @@ from .._validation import (
     resolve_num_graphs,
 )
 from ..kernels import KernelLike, evaluate_bands, resolve_kernel
+from ..ops import native
 from ..ops.pair_sum import make_plan, tiled_pair_sum
 from ..weights import normalize_weights
 
-KERNEL_BACKENDS = ("auto", "dense", "tiled")
+KERNEL_BACKENDS = ("auto", "dense", "tiled", "native")
 
 # The padded dense path is used below this many kernel entries in total.
 _DENSE_AUTO_LIMIT = 1 << 21
@@ -68,6 +69,18 @@ def _tiled_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
     return s[:, 0, 0], s[:, 1, 1], s[:, 0, 1]
 
 
+def _native_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
+    # Rows of x against x and y at once (channels w on x, w on y), then y against y.
+    zeros_x, zeros_y = torch.zeros_like(wx), torch.zeros_like(wy)
+    cz = torch.cat([torch.stack([wx, zeros_x], 1), torch.stack([zeros_y, wy], 1)], 0)
+    tx = native.kernel_row_sums(x, torch.cat([x, y], 0), cz, bx, torch.cat([bx, by], 0), sigmas, coefs, r,
+                                num_graphs)
+    ty = native.kernel_row_sums(y, y, wy.unsqueeze(1), by, by, sigmas, coefs, r, num_graphs)
+    per_x = x.new_zeros(num_graphs, 2).index_add_(0, bx, wx.unsqueeze(1) * tx)
+    kyy = y.new_zeros(num_graphs).index_add_(0, by, wy * ty[:, 0])
+    return per_x[:, 0], kyy, per_x[:, 1]
+
+
 def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                 batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                 weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
@@ -94,8 +107,15 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     ny = torch.bincount(batch_y, minlength=num_graphs)
     if backend == "auto":
         biggest = int(torch.maximum(nx, ny).max()) if num_graphs else 0
-        backend = "dense" if num_graphs * biggest * biggest <= _DENSE_AUTO_LIMIT else "tiled"
-    fn = _dense_sums if backend == "dense" else _tiled_sums
+        if num_graphs * biggest * biggest <= _DENSE_AUTO_LIMIT:
+            backend = "dense"
+        else:
+            backend = "native" if native.supports(x, bands=sigmas.numel()) else "tiled"
+    elif backend == "native" and not native.supports(x, bands=sigmas.numel()):
+        raise ValueError("backend='native' needs the built extension, float32/float64 points of dimension "
+                         "<= 3 on a supported device and at most 16 bands (tg_rapidalign.ops.native."
+                         f"AVAILABLE is {native.AVAILABLE})")
+    fn = {"dense": _dense_sums, "tiled": _tiled_sums, "native": _native_sums}[backend]
     kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
     wx2 = wx.new_zeros(num_graphs).index_add_(0, batch_x, wx * wx)
     wy2 = wy.new_zeros(num_graphs).index_add_(0, batch_y, wy * wy)
@@ -160,7 +180,10 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
         cutoff (float, optional): Truncation radius in units of the largest
             bandwidth; :obj:`None` for the exact sum. (default: :obj:`4.0`)
         backend (str, optional): :obj:`"dense"` (padded per-graph matrices),
-            :obj:`"tiled"` (block-sparse, O(N) memory) or :obj:`"auto"`. (default: :obj:`"auto"`)
+            :obj:`"tiled"` (block-sparse, O(N) memory, pure torch), :obj:`"native"`
+            (fused C++/CUDA grid kernel, O(N) memory, 3-D points) or :obj:`"auto"`
+            (dense for small batches, else native when built, else tiled).
+            (default: :obj:`"auto"`)
         num_graphs (int, optional): The number of graphs :math:`B`, needed only
             when trailing graphs of one side are empty. (default: :obj:`None`)
 

@@ -15,9 +15,10 @@ from .._validation import (
     check_same_space,
     resolve_num_graphs,
 )
+from ..ops import native
 from .grid import grid_radius, grid_radius_chunks
 
-BACKENDS = ("auto", "dense", "grid", "torch_cluster", "pyg_lib")
+BACKENDS = ("auto", "dense", "grid", "native", "torch_cluster", "pyg_lib")
 
 # Below this many candidate pairs the all-pairs distance matrix is cheapest.
 _DENSE_LIMIT = 1 << 16
@@ -38,6 +39,8 @@ def has_pyg_lib_radius() -> bool:
 def available_backends() -> tuple:
     """The radius-search backends usable in this environment."""
     out = ["dense", "grid"]
+    if native.AVAILABLE:
+        out.append("native")
     if has_torch_cluster():
         out.append("torch_cluster")
     if has_pyg_lib_radius():
@@ -79,6 +82,8 @@ def _pyg_lib(x, y, r, batch_x, batch_y, cap, num_graphs):
 def pick_backend(x: Tensor, y: Tensor) -> str:
     if x.size(0) * y.size(0) <= _DENSE_LIMIT:
         return "dense"
+    if native.supports(x):
+        return "native"
     if x.is_cuda and has_torch_cluster():
         return "torch_cluster"
     if x.is_cuda and has_pyg_lib_radius():
@@ -110,6 +115,7 @@ def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = Non
             (default: :obj:`None`)
         backend (str, optional): :obj:`"dense"` (all pairs, for small inputs),
             :obj:`"grid"` (pure-torch cell list, O(N + M + E) memory),
+            :obj:`"native"` (the C++/CUDA grid kernel, 3-D points),
             :obj:`"torch_cluster"` or :obj:`"pyg_lib"` (when installed), or
             :obj:`"auto"` for the fastest available. (default: :obj:`"auto"`)
         num_graphs (int, optional): The number of graphs, when trailing graphs
@@ -134,6 +140,11 @@ def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = Non
         return _dense_radius(x, y, r, batch_x, batch_y)
     if backend == "grid":
         return grid_radius(x, y, r, batch_x, batch_y, num_graphs)
+    if backend == "native":
+        if not native.supports(x):
+            raise ValueError("backend 'native' needs the built extension and float32/float64 points of "
+                             f"dimension <= 3 on a supported device (native.AVAILABLE is {native.AVAILABLE})")
+        return native.radius_pairs(x, y, r, batch_x, batch_y, num_graphs)
     if backend == "torch_cluster":
         if not has_torch_cluster():
             raise ValueError("backend 'torch_cluster' requested but torch_cluster is not installed")

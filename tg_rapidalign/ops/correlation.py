@@ -20,16 +20,15 @@ memory, for large graphs). Both are differentiable by autograd.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..kernels import evaluate_bands
 from ..neighbors.radius import radius_pair_chunks
+from . import native
 from .pair_sum import _FLOOR, band_setup
-
-Radius = Union[None, float, Tensor]  # None (no cutoff), one radius, or one per graph [B]
 
 
 class Moments(NamedTuple):
@@ -117,7 +116,7 @@ class DenseCorrelation:
             return torch.nn.functional.threshold_(E, cut, floor)
         return torch.nn.functional.threshold(E, cut, floor)
 
-    def _kernels(self, A: Tensor, Z: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
+    def _kernels(self, A: Tensor, Z: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
                  nbr: Optional[Tensor], with_em: bool) -> Tuple[Tensor, Tensor, Tensor]:
         """``(K, M, c)``: the kernel block is ``c * K`` ``[B, n, m]`` and ``M`` is
         proportional to the MM pair weight block (if ``with_em``). For one band
@@ -132,7 +131,7 @@ class DenseCorrelation:
         mm = sum(c * e for c, e in zip(em_coefs(sigmas, coefs), bands)) if with_em else K
         return K, mm, torch.ones_like(coefs[0])
 
-    def neighbours(self, R: Tensor, t: Tensor, r: Radius) -> Optional[Tensor]:
+    def neighbours(self, R: Tensor, t: Tensor, r: Optional[float]) -> Optional[Tensor]:
         """The mask ``[B, n, m]`` of pairs within ``r`` (``None``: every pair)."""
         if r is None:
             return None
@@ -140,13 +139,13 @@ class DenseCorrelation:
             return self._exponent(self.X, self._moved(R, t), torch.ones((), dtype=R.dtype,
                                                                          device=R.device)) >= -r * r
 
-    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
+    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
         """``kappa [B]``."""
         K, _, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, False)
         return (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1) * c
 
-    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
+    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
         """``kappa [B]`` at this pose and the moments of the MM pair weight."""
         K, mm, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, True)
@@ -154,13 +153,15 @@ class DenseCorrelation:
         kappa = mom.mass * c if mm is K else (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
         return kappa, mom
 
-    def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor, r: Radius) -> Moments:
+    def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor,
+                     cutoff: Optional[float]) -> Moments:
         """Moments of the CPD posterior ``q_i p_j g_ij / (sum_j' p_j' g_ij' + c)``
-        with ``g_ij = exp(-d_ij^2 / 2 sigma^2)`` and a per-graph ``sigma2 [B]``."""
+        with ``g_ij = exp(-d_ij^2 / 2 sigma^2)``, a per-graph ``sigma2 [B]`` and
+        pairs within ``cutoff`` bandwidths of their graph."""
         E = self._exponent(self.X, self._moved(R, t), 0.5 / sigma2)
-        if r is not None:  # r = cutoff * sigma per graph: the same exponent cut for every graph
-            half_c2 = torch.tensor(float((r * r / sigma2).max()) * 0.5, dtype=torch.float64)
-            E = self._cut(E, float(torch.nextafter(-half_c2, -half_c2 - 1)), _FLOOR, None)
+        if cutoff is not None:  # the same exponent cut, -cutoff^2 / 2, for every graph
+            half_c2 = torch.tensor(-0.5 * cutoff * cutoff, dtype=torch.float64)
+            E = self._cut(E, float(torch.nextafter(half_c2, half_c2 - 1)), _FLOOR, None)
         g = E.exp_() if not E.requires_grad else E.exp()
         KP = torch.bmm(g, _thin(self.P, self.Y))
         den = KP[..., 0] + c.unsqueeze(-1)
@@ -174,7 +175,7 @@ class DenseCorrelation:
         hi = torch.where(occupied, self.X, -big).amax(1)
         return _box_volume(lo, hi, floor)
 
-    def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Radius) -> Tuple[Tensor, Tensor]:
+    def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
         """Pose-independent ``kappa_XX`` and ``kappa_YY`` ``[B]``."""
         def one(A, W):
             K, _, c = self._kernels(A, A, sigmas, coefs, r, None, False)
@@ -238,8 +239,9 @@ class BucketedDense:
         return (_cat_graphs([p[0] for p in parts], self.inverse),
                 _cat_graphs([p[1] for p in parts], self.inverse))
 
-    def robust_estep(self, R, t, sigma2, c, r):
-        return _cat_graphs(self._each("robust_estep", R, t, sigma2, c, r, per_graph=(0, 1, 2)), self.inverse)
+    def robust_estep(self, R, t, sigma2, c, cutoff):
+        return _cat_graphs(self._each("robust_estep", R, t, sigma2, c, cutoff, per_graph=(0, 1)),
+                           self.inverse)
 
     def self_sums(self, sigmas, coefs, r):
         parts = [part.self_sums(sigmas, coefs, r) for part in self.parts]
@@ -250,80 +252,78 @@ class BucketedDense:
 
 
 class PairCorrelation:
-    """A batch as packed points; every evaluation streams the same-graph pairs
-    within the cutoff of the moved set (``radius_pair_chunks``) and reduces them
-    per x point as they come, so memory is O(N + M) plus one chunk of pairs."""
+    """A batch as packed points. Every evaluation reduces the same-graph pairs
+    within the cutoff of the moved set per x point: with the native extension in
+    one fused pass (``kernel_row_sums``, no pair list), otherwise by streaming
+    the pairs of a grid search in chunks; memory is O(N + M) (plus one chunk)."""
 
     def __init__(self, x: Tensor, y: Tensor, batch_x: Tensor, batch_y: Tensor, qx: Tensor, py: Tensor,
-                 num_graphs: int, radius_backend: str = "auto"):
+                 num_graphs: int, radius_backend: str = "auto", use_native: bool = True):
         self.x, self.y, self.bx, self.by, self.q, self.p = x, y, batch_x, batch_y, qx, py
         self.num_graphs = num_graphs
         self.radius_backend = radius_backend
+        self.use_native = use_native and native.supports(x)
 
     def detached(self) -> "PairCorrelation":
         return PairCorrelation(self.x.detach(), self.y.detach(), self.bx, self.by, self.q.detach(),
-                               self.p.detach(), self.num_graphs, self.radius_backend)
+                               self.p.detach(), self.num_graphs, self.radius_backend, self.use_native)
 
     def _moved(self, R: Tensor, t: Tensor) -> Tensor:
         return (R[self.by] @ self.y.unsqueeze(-1)).squeeze(-1) + t[self.by]
 
-    def _chunks(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Radius):
-        """``(i, j)`` chunks of the pairs within ``r`` (one radius, one per graph, or
-        ``None``: every same-graph pair)."""
+    def _chunks(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Optional[float]):
+        """``(i, j)`` chunks of the pairs within ``r`` (``None``: every same-graph pair)."""
         if r is None:  # a radius beyond every distance in the batch
             both = torch.cat([a, b], 0).detach()
             span = float((both.max(0).values - both.min(0).values).norm()) if both.numel() else 0.0
-            radius = 2 * span + 1.0
-        else:
-            radius = float(r.max()) if isinstance(r, Tensor) else r
-        for i, j in radius_pair_chunks(a.detach(), b.detach(), radius, ba, bb, self.num_graphs,
-                                       self.radius_backend):
-            if isinstance(r, Tensor):
-                keep = (a[i].detach() - b[j].detach()).pow(2).sum(-1) <= (r * r)[ba[i]]
-                i, j = i[keep], j[keep]
-            yield i, j
+            r = 2 * span + 1.0
+        yield from radius_pair_chunks(a.detach(), b.detach(), r, ba, bb, self.num_graphs,
+                                      self.radius_backend)
 
-    def neighbours(self, R: Tensor, t: Tensor, r: Radius) -> Tensor:
+    def neighbours(self, R: Tensor, t: Tensor, r: Optional[float]) -> Tensor:
         """``[2, E]`` pairs (row 0 indexes x, row 1 y) within ``r`` at this pose."""
         chunks = list(self._chunks(self.x, self.bx, self._moved(R, t), self.by, r))
         if not chunks:
             return torch.empty(2, 0, dtype=torch.long, device=self.x.device)
         return torch.stack([torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])])
 
-    def _row_sums(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Radius, nbr: Optional[Tensor],
-                  value, right: Tensor) -> Tensor:
-        """``sum_j value(i, j, d2_ij) * right_j`` per row ``i`` of ``a`` ``[N, F]``."""
+    def _row_sums(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Optional[float],
+                  nbr: Optional[Tensor], sigmas: Tensor, coefs: Tensor, right: Tensor) -> Tensor:
+        """``sum_j k(a_i, b_j) right_j`` per row ``i`` of ``a`` ``[N, F]``, over the
+        pairs within ``r`` (or the fixed list ``nbr``)."""
+        if nbr is None and self.use_native:
+            return native.kernel_row_sums(a, b, right, ba, bb, sigmas, coefs, r, self.num_graphs)
         out = right.new_zeros(a.size(0), right.size(1))
-        chunks = [tuple(nbr)] if nbr is not None else self._chunks(a, ba, b, bb, r)
-        for i, j in chunks:
+        for i, j in ([tuple(nbr)] if nbr is not None else self._chunks(a, ba, b, bb, r)):
             d2 = (a[i] - b[j]).pow(2).sum(-1)
-            out = out.index_add(0, i, value(i, d2).unsqueeze(-1) * right[j])
+            out = out.index_add(0, i, evaluate_bands(d2, sigmas, coefs).unsqueeze(-1) * right[j])
         return out
 
     def _graph_sum(self, values: Tensor) -> Tensor:
         return values.new_zeros((self.num_graphs,) + values.shape[1:]).index_add(0, self.bx, values)
 
-    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
+    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
-        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr,
-                              lambda i, d2: evaluate_bands(d2, sigmas, coefs), self.p.unsqueeze(-1))
+        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr, sigmas, coefs,
+                              self.p.unsqueeze(-1))
         return self._graph_sum(self.q * rows[:, 0])
 
-    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Radius,
+    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
-        z = self._moved(R, t)
-        mm = em_coefs(sigmas, coefs)
-        rows = self._row_sums(self.x, self.bx, z, self.by, r, nbr,
-                              lambda i, d2: evaluate_bands(d2, sigmas, mm), _thin(self.p, self.y))
+        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr, sigmas,
+                              em_coefs(sigmas, coefs), _thin(self.p, self.y))
         mom = _row_moments(self.x, rows, self.q, self._graph_sum)
         if sigmas.numel() == 1:
             return mom.mass * coefs[0], mom
         return self.correlation(R, t, sigmas, coefs, r, nbr), mom
 
-    def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor, r: Radius) -> Moments:
-        half_inv = 0.5 / sigma2
-        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, None,
-                              lambda i, d2: torch.exp(-d2 * half_inv[self.bx[i]]), _thin(self.p, self.y))
+    def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor,
+                     cutoff: Optional[float]) -> Moments:
+        # A per-graph bandwidth as a unit bandwidth on coordinates divided by it.
+        scale = sigma2.sqrt()
+        one = torch.ones(1, dtype=self.x.dtype, device=self.x.device)
+        x, z = self.x / scale[self.bx, None], self._moved(R, t) / scale[self.by, None]
+        rows = self._row_sums(x, self.bx, z, self.by, cutoff, None, one, one, _thin(self.p, self.y))
         den = rows[:, 0] + c[self.bx]
         return _row_moments(self.x, rows, self.q / torch.where(den > 0, den, torch.ones_like(den)),
                             self._graph_sum)
@@ -334,10 +334,9 @@ class PairCorrelation:
         hi = self.x.new_full((self.num_graphs, 3), float("-inf")).scatter_reduce(0, idx, self.x, "amax")
         return _box_volume(lo, hi, floor)
 
-    def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Radius) -> Tuple[Tensor, Tensor]:
+    def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
-            rows = self._row_sums(a, b, a, b, r, None, lambda i, d2: evaluate_bands(d2, sigmas, coefs),
-                                  w.unsqueeze(-1))
+            rows = self._row_sums(a, b, a, b, r, None, sigmas, coefs, w.unsqueeze(-1))
             return w.new_zeros(self.num_graphs).index_add(0, b, w * rows[:, 0])
         return one(self.x, self.bx, self.q), one(self.y, self.by, self.p)
 

@@ -1,0 +1,61 @@
+#include "grid.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace tg_rapidalign {
+
+GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, int64_t num_graphs) {
+  GridParams p;
+  auto both = at::cat({a, b}, 0).to(at::kDouble);
+  auto lo = std::get<0>(both.min(0)).cpu();
+  auto hi = std::get<0>(both.max(0)).cpu();
+  double extent = 0.0;
+  for (int d = 0; d < 3; ++d) {
+    p.lo[d] = lo[d].item<double>();
+    extent = std::max(extent, hi[d].item<double>() - p.lo[d]);
+  }
+  if (r <= 0) r = 2 * extent + 1;  // no cutoff: one cell holds every point
+  // Keep num_graphs * (cells per axis)^3 below 2^62.
+  double max_cells = std::pow(std::ldexp(1.0, 62) / std::max<int64_t>(num_graphs, 1), 1.0 / 3.0) - 3.0;
+  max_cells = std::max(1.0, std::min(max_cells, std::ldexp(1.0, 20)));
+  double h = extent > 0 ? std::max(r, extent / max_cells) : std::max(r, 1.0);
+  p.inv_h = 1.0 / h;
+  for (int d = 0; d < 3; ++d) {
+    p.size[d] = cell_coord(hi[d].item<double>(), p.lo[d], p.inv_h) + 2;
+  }
+  return p;
+}
+
+SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p) {
+  auto q = pos.to(at::kDouble);
+  at::Tensor key = batch.to(at::kLong);
+  for (int d = 0; d < 3; ++d) {
+    auto c = at::floor((q.select(1, d) - p.lo[d]) * p.inv_h).to(at::kLong) + 1;
+    key = key * p.size[d] + c;
+  }
+  auto sorted = at::sort(key);
+  SortedGrid g;
+  g.keys = std::get<0>(sorted).contiguous();
+  g.perm = std::get<1>(sorted).contiguous();
+  g.pos = pos.index_select(0, g.perm).contiguous();
+  return g;
+}
+
+Bands make_bands(const at::Tensor& sigmas, const at::Tensor& coefs) {
+  TORCH_CHECK(sigmas.dim() == 1 && coefs.dim() == 1 && sigmas.numel() == coefs.numel(),
+              "sigmas and coefs must be 1-d of equal length");
+  TORCH_CHECK(sigmas.numel() >= 1 && sigmas.numel() <= kMaxBands, "between 1 and ", kMaxBands,
+              " kernel bands are supported, got ", sigmas.numel());
+  auto s = sigmas.to(at::kDouble).cpu(), c = coefs.to(at::kDouble).cpu();
+  Bands b;
+  b.count = static_cast<int>(sigmas.numel());
+  for (int k = 0; k < b.count; ++k) {
+    b.sigma[k] = s[k].item<double>();
+    b.inv2[k] = 0.5 / (b.sigma[k] * b.sigma[k]);
+    b.coef[k] = c[k].item<double>();
+  }
+  return b;
+}
+
+}  // namespace tg_rapidalign

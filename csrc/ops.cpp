@@ -1,0 +1,29 @@
+// Operator schemas of tg_rapidalign's native kernels. Kernels are registered per
+// device in cpu/ and cuda/; fake (meta) kernels and autograd are registered in
+// Python (tg_rapidalign/ops/native.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// The module only carries the op registrations (static initialisers below);
+// importing it from Python is what loads them.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(tg_rapidalign, m) {
+  // Every pair (i, j) with ||x_i - y_j|| <= r and batch_x[i] == batch_y[j]: [2, E] int64.
+  m.def("radius_pairs(Tensor x, Tensor y, float r, Tensor batch_x, Tensor batch_y, int num_graphs) -> Tensor");
+  // T[i, c] = sum_{j in graph(i), ||a_i - b_j|| <= r} k(a_i, b_j) cb[j, c], with
+  // k = sum_k coefs[k] exp(-d^2 / (2 sigmas[k]^2)); r < 0 means no cutoff.
+  m.def(
+      "kernel_row_sums(Tensor a, Tensor b, Tensor cb, Tensor batch_a, Tensor batch_b, Tensor sigmas, "
+      "Tensor coefs, float r, int num_graphs) -> Tensor");
+  // Gradients of sum(grad * kernel_row_sums(...)) w.r.t. a, b, cb, sigmas, coefs.
+  m.def(
+      "kernel_row_sums_backward(Tensor grad, Tensor a, Tensor b, Tensor cb, Tensor batch_a, "
+      "Tensor batch_b, Tensor sigmas, Tensor coefs, float r, int num_graphs) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,150 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import random_batch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import brute_pairs, ref_kernel
+
+from tg_rapidalign import kernel_mmd, kernel_sums, radius_pairs
+from tg_rapidalign.ops import native
+
+pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="native extension not built")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def dense_row_sums(a, b, cb, ba, bb, sigmas, coefs, r):
+    """Float64 reference: the full kernel matrix, masked to same-graph pairs within r."""
+    a, b, cb = a.double(), b.double(), cb.double()
+    d2 = ((a[:, None] - b[None]) ** 2).sum(-1)
+    k = ref_kernel(d2, [float(s) for s in sigmas], [float(c) for c in coefs])
+    keep = ba[:, None] == bb[None]
+    if r is not None:
+        keep = keep & (d2 <= r * r)
+    return (k * keep) @ cb
+
+
+def inputs(device="cpu", dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    a, ba = random_batch([40, 0, 25, 1], dtype=dtype)
+    b, bb = random_batch([30, 6, 0, 12], dtype=dtype)
+    cb = torch.rand(len(b), 3, dtype=dtype, generator=gen)
+    sigmas = torch.tensor([0.1, 0.35], dtype=dtype)
+    coefs = torch.tensor([0.7, 1.3], dtype=dtype)
+    return [t.to(device) for t in (a, b, cb, ba, bb, sigmas, coefs)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("r", [None, 0.4])
+def test_row_sums_match_dense_reference(device, r):
+    a, b, cb, ba, bb, s, c = inputs(device)
+    out = native.kernel_row_sums(a, b, cb, ba, bb, s, c, r, 4)
+    ref = dense_row_sums(a.cpu(), b.cpu(), cb.cpu(), ba.cpu(), bb.cpu(), s, c, r)
+    assert torch.allclose(out.cpu(), ref, rtol=1e-12, atol=1e-14)
+    a32, b32, cb32 = a.float(), b.float(), cb.float()
+    out32 = native.kernel_row_sums(a32, b32, cb32, ba, bb, s.float(), c.float(), r, 4)
+    assert out32.dtype == torch.float32
+    assert torch.allclose(out32.cpu().double(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_sums_gradcheck(device):
+    a, b, cb, ba, bb, s, c = inputs(device)
+    a, b, cb = a[:20].requires_grad_(), b.requires_grad_(), cb.requires_grad_()
+    ba = ba[:20]
+    s, c = s.requires_grad_(), c.requires_grad_()
+    for r in (None, 0.5):
+        assert torch.autograd.gradcheck(
+            lambda *t, r=r: native.kernel_row_sums(t[0], t[1], t[2], ba, bb, t[3], t[4], r, 4),
+            (a, b, cb, s, c))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    a, b, cb, ba, bb, s, c = inputs(device)
+    a, b, cb = a.requires_grad_(), b.requires_grad_(), cb.requires_grad_()
+    torch.library.opcheck(torch.ops.tg_rapidalign.kernel_row_sums, (a, b, cb, ba, bb, s, c, 0.5, 4))
+    grad = torch.rand(len(a), 3, dtype=a.dtype, device=a.device)
+    torch.library.opcheck(torch.ops.tg_rapidalign.kernel_row_sums_backward,
+                          (grad, a.detach(), b.detach(), cb.detach(), ba, bb, s, c, 0.5, 4))
+    torch.library.opcheck(torch.ops.tg_rapidalign.radius_pairs, (a.detach(), b.detach(), 0.3, ba, bb, 4),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_torch_compile_fullgraph():
+    a, b, cb, ba, bb, s, c = inputs()
+
+    def f(a, b, cb):
+        return (native.kernel_row_sums(a, b, cb, ba, bb, s, c, 0.5, 4) ** 2).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    a1, a2 = a.clone().requires_grad_(), a.clone().requires_grad_()
+    v1, v2 = f(a1, b, cb), compiled(a2, b, cb)
+    assert torch.allclose(v1, v2)
+    v1.backward()
+    v2.backward()
+    assert torch.allclose(a1.grad, a2.grad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=4), st.floats(0.05, 0.8),
+       st.sampled_from([1, 2, 3]), st.integers(0, 10_000))
+def test_radius_native_matches_brute_force(sizes, r, dim, seed):
+    torch.manual_seed(seed)
+    x, bx = random_batch(sizes, dim=dim)
+    y, by = random_batch(list(reversed(sizes)), dim=dim)
+    e = radius_pairs(x, y, r, bx, by, backend="native", num_graphs=len(sizes))
+    assert set(map(tuple, e.t().tolist())) == brute_pairs(x, y, r, bx, by)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_kernel_sums_agree_across_backends(dtype, tol):
+    x, bx = random_batch([700, 5, 1], dtype=dtype)
+    y, by = random_batch([600, 9, 2], dtype=dtype)
+    ref = kernel_sums(x.double(), y.double(), bx, by, sigma=0.1, cutoff=4.0, backend="dense")
+    for backend in ("tiled", "native"):
+        s = kernel_sums(x, y, bx, by, sigma=0.1, cutoff=4.0, backend=backend)
+        for f in ("kxx", "kyy", "kxy"):
+            assert torch.allclose(getattr(s, f).double(), getattr(ref, f), rtol=tol, atol=0), (backend, f)
+
+
+def test_too_many_bands_or_dimensions_fall_back_or_raise():
+    x, bx = random_batch([50])
+    assert not native.supports(torch.randn(5, 4))
+    assert not native.supports(x, bands=17)
+    with pytest.raises(ValueError, match="backend='native' needs"):
+        kernel_mmd(torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64),
+                   backend="native")
+
+
+def test_without_extension_package_warns_once_and_falls_back():
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['tg_rapidalign._C'] = None\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import tg_rapidalign, torch\n"
+        "    from tg_rapidalign.ops import native\n"
+        "    assert not native.AVAILABLE\n"
+        "    x = torch.rand(3000, 3, dtype=torch.float64)\n"
+        "    v = tg_rapidalign.kernel_mmd(x, x.flip(0) * 0.9, sigma=0.1)\n"
+        "    assert torch.isfinite(v).all()\n"
+        "msgs = [str(m.message) for m in w if 'native extension is not built' in str(m.message)]\n"
+        "assert len(msgs) == 1, msgs\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_radius():
+    a, b, cb, ba, bb, s, c = inputs("cpu")
+    args = [t.cuda() for t in (a, b, cb, ba, bb, s, c)]
+    for r in (None, 0.4):
+        cpu = native.kernel_row_sums(a, b, cb, ba, bb, s, c, r, 4)
+        gpu = native.kernel_row_sums(*args[:7], r, 4)
+        assert torch.allclose(gpu.cpu(), cpu, rtol=1e-12, atol=1e-14)
+    e = radius_pairs(args[0], args[1], 0.3, args[3], args[4], backend="native", num_graphs=4)
+    assert set(map(tuple, e.t().tolist())) == brute_pairs(a, b, 0.3, ba, bb)

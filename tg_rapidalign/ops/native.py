@@ -1,0 +1,108 @@
+r"""The native kernels (``csrc/``) as ``torch.ops.tg_rapidalign`` operators.
+
+The C++/CUDA extension registers one schema per op with ``TORCH_LIBRARY`` and a
+kernel per device; this module adds their fake (meta) kernels and autograd, so
+that they work under ``torch.compile(fullgraph=True)`` and pass
+``torch.library.opcheck``. If the extension was not built (no C++ compiler at
+install time), importing the package warns once and every op falls back to its
+pure-torch path.
+
+* ``radius_pairs(x, y, r, batch_x, batch_y, num_graphs) -> [2, E]``
+* ``kernel_row_sums(a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs) -> [N, C]``:
+
+  .. math::
+      T_{ic} = \sum_{j \in g(i),\ \lVert a_i - b_j \rVert \le r}
+      \Big(\sum_k c_k e^{-\lVert a_i - b_j \rVert^2 / 2\sigma_k^2}\Big)\, c^b_{jc},
+
+  evaluated over a grid hash of ``b`` without forming a pair list; ``r < 0``
+  means no cutoff. Kernel sums (MMD, cosine) and every moment of the alignment
+  E-step are per-graph sums of these rows.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+try:
+    from .. import _C  # noqa: F401  (loading it registers the ops)
+    AVAILABLE = True
+    _ERROR = None
+except ImportError as err:  # pragma: no cover - depends on the install
+    AVAILABLE = False
+    _ERROR = err
+    warnings.warn(f"tg_rapidalign: the native extension is not built ({err}); using the pure-torch "
+                  "paths, which are slower. Reinstall with a C++ compiler available "
+                  "(bash scripts/setup.sh test) to build it.", RuntimeWarning, stacklevel=2)
+
+MAX_BANDS = 16
+
+
+def supports(*tensors: Tensor, bands: int = 1) -> bool:
+    """Whether the native ops handle these inputs: built, float32/float64 points
+    of dimension at most 3 (fewer are zero-padded) on CPU (or CUDA when compiled
+    with it), at most ``MAX_BANDS`` bands."""
+    if not AVAILABLE or bands > MAX_BANDS:
+        return False
+    first = tensors[0]
+    if first.dim() != 2 or not 1 <= first.size(1) <= 3 or first.dtype not in (torch.float32, torch.float64):
+        return False
+    if first.is_cuda:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("tg_rapidalign::kernel_row_sums", "CUDA")
+    return first.device.type == "cpu"
+
+
+def _radius(r: Optional[float]) -> float:
+    return -1.0 if r is None else float(r)
+
+
+def _as_3d(p: Tensor) -> Tensor:
+    """Points of dimension below 3 padded with zero coordinates (same distances)."""
+    return p if p.size(1) == 3 else torch.nn.functional.pad(p, (0, 3 - p.size(1)))
+
+
+def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor,
+                 num_graphs: int) -> Tensor:
+    return torch.ops.tg_rapidalign.radius_pairs(_as_3d(x), _as_3d(y), float(r), batch_x, batch_y,
+                                                num_graphs)
+
+
+def kernel_row_sums(a: Tensor, b: Tensor, cb: Tensor, batch_a: Tensor, batch_b: Tensor, sigmas: Tensor,
+                    coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
+    """``T [N, C]`` (see the module docstring); differentiable in ``a``, ``b``,
+    ``cb``, ``sigmas`` and ``coefs``."""
+    return torch.ops.tg_rapidalign.kernel_row_sums(_as_3d(a), _as_3d(b), cb, batch_a, batch_b,
+                                                   sigmas.to(a.dtype), coefs.to(a.dtype), _radius(r),
+                                                   num_graphs)
+
+
+if AVAILABLE:
+    @torch.library.register_fake("tg_rapidalign::radius_pairs")
+    def _radius_pairs_fake(x, y, r, batch_x, batch_y, num_graphs):
+        count = torch.library.get_ctx().new_dynamic_size()
+        return x.new_empty(2, count, dtype=torch.long)
+
+    @torch.library.register_fake("tg_rapidalign::kernel_row_sums")
+    def _row_sums_fake(a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs):
+        return a.new_empty(a.size(0), cb.size(1))
+
+    @torch.library.register_fake("tg_rapidalign::kernel_row_sums_backward")
+    def _row_sums_backward_fake(grad, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs):
+        return (torch.empty_like(a), torch.empty_like(b), torch.empty_like(cb), torch.empty_like(sigmas),
+                torch.empty_like(coefs))
+
+    def _setup_context(ctx, inputs, output):
+        a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs = inputs
+        ctx.save_for_backward(a, b, cb, batch_a, batch_b, sigmas, coefs)
+        ctx.r, ctx.num_graphs = r, num_graphs
+
+    def _backward(ctx, grad):
+        a, b, cb, batch_a, batch_b, sigmas, coefs = ctx.saved_tensors
+        ga, gb, gcb, gs, gc = torch.ops.tg_rapidalign.kernel_row_sums_backward(
+            grad, a, b, cb, batch_a, batch_b, sigmas, coefs, ctx.r, ctx.num_graphs)
+        return ga, gb, gcb, None, None, gs, gc, None, None
+
+    torch.library.register_autograd("tg_rapidalign::kernel_row_sums", _backward,
+                                    setup_context=_setup_context)
