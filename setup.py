@@ -27,7 +27,8 @@ def native_extension():
         print("tg_rapidalign: no C++ compiler found; building without the native extension")
         return [], {}
     root = os.path.dirname(os.path.abspath(__file__))
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx = ["-O3", "-fopenmp"]
     with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None
                  and os.environ.get("TG_RAPIDALIGN_NO_CUDA") != "1")
