@@ -6,7 +6,7 @@
 namespace tg_rapidalign {
 
 GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, int64_t num_graphs) {
-  GridParams p;
+  GridParams p{};
   auto both = at::cat({a, b}, 0).to(at::kDouble);
   auto lo = std::get<0>(both.min(0)).cpu();
   auto hi = std::get<0>(both.max(0)).cpu();
@@ -19,19 +19,27 @@ GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, 
   // Keep num_graphs * (cells per axis)^3 below 2^62.
   double max_cells = std::pow(std::ldexp(1.0, 62) / std::max<int64_t>(num_graphs, 1), 1.0 / 3.0) - 3.0;
   max_cells = std::max(1.0, std::min(max_cells, std::ldexp(1.0, 20)));
-  double h = extent > 0 ? std::max(r, extent / max_cells) : std::max(r, 1.0);
+  double h = r / kCellsPerRadius;
+  p.reach = static_cast<int64_t>(kCellsPerRadius);
+  if (extent > 0 && extent / h > max_cells - 2.0 * p.reach) {
+    h = std::max(r, extent / (max_cells - 2.0));  // coarse grid: cells of at least r
+    p.reach = 1;
+  }
+  p.h = h;
+  p.r = r;
   p.inv_h = 1.0 / h;
   for (int d = 0; d < 3; ++d) {
-    p.size[d] = cell_coord(hi[d].item<double>(), p.lo[d], p.inv_h) + 2;
+    p.size[d] = cell_coord(hi[d].item<double>(), p, d) + 1 + p.reach;
   }
   return p;
 }
 
-SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p) {
+SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p,
+                        int64_t num_graphs) {
   auto q = pos.to(at::kDouble);
   at::Tensor key = batch.to(at::kLong);
   for (int d = 0; d < 3; ++d) {
-    auto c = at::floor((q.select(1, d) - p.lo[d]) * p.inv_h).to(at::kLong) + 1;
+    auto c = at::floor((q.select(1, d) - p.lo[d]) * p.inv_h).to(at::kLong) + p.reach;
     key = key * p.size[d] + c;
   }
   auto sorted = at::sort(key);
@@ -39,6 +47,13 @@ SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const Gr
   g.keys = std::get<0>(sorted).contiguous();
   g.perm = std::get<1>(sorted).contiguous();
   g.pos = pos.index_select(0, g.perm).contiguous();
+  // A table of cell starts replaces two binary searches per visited column
+  // when the key space is at most a few entries per point.
+  const double num_keys = double(num_graphs) * p.size[0] * p.size[1] * p.size[2];
+  if (num_keys <= std::max(8.0 * pos.size(0), double(1 << 22))) {
+    auto all = at::arange(static_cast<int64_t>(num_keys) + 1, g.keys.options());
+    g.start = at::searchsorted(g.keys, all).contiguous();
+  }
   return g;
 }
 

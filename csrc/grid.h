@@ -17,8 +17,15 @@ namespace tg_rapidalign {
 struct GridParams {
   double lo[3];
   double inv_h;
+  double h;
+  double r;       // the search radius (the cutoff)
+  int64_t reach;  // cells to visit on each side of a query's cell: ceil(r / h)
   int64_t size[3];
 };
+
+// Cells per search radius: h = r / kCellsPerRadius, so that the visited cells
+// hug the ball of radius r more closely than 27 cells of side r would.
+constexpr double kCellsPerRadius = 2.0;
 
 // A source set sorted by cell: keys [M] (int64, ascending), perm [M] (original
 // index of each sorted point), pos [M, 3] (positions in sorted order).
@@ -26,15 +33,17 @@ struct SortedGrid {
   at::Tensor keys;
   at::Tensor perm;
   at::Tensor pos;
+  at::Tensor start;  // [num_keys + 1] first sorted point of each cell key, when small enough
 };
 
-// Cells of side h >= r over the bounding box of both sets, one cell of margin
-// on each side so that neighbour offsets never leave the grid; h grows past r
-// only when the packed key could overflow int64. r <= 0: one cell for all.
+// Cells of side h = r / kCellsPerRadius over the bounding box of both sets,
+// `reach` cells of margin on each side so that neighbour offsets never leave
+// the grid; h grows only when the packed key could overflow int64. r <= 0: one
+// cell for all (no cutoff).
 GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, int64_t num_graphs);
 
 // Sorts `pos` (with graph ids `batch`) by packed cell key.
-SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p);
+SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p, int64_t num_graphs);
 
 #if defined(__CUDACC__)
 #define TGRA_HOST_DEVICE __host__ __device__ __forceinline__
@@ -42,8 +51,9 @@ SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const Gr
 #define TGRA_HOST_DEVICE inline
 #endif
 
-TGRA_HOST_DEVICE int64_t cell_coord(double v, double lo, double inv_h) {
-  return static_cast<int64_t>(floor((v - lo) * inv_h)) + 1;
+// Cell index along axis d, shifted by `reach` so that neighbours are never negative.
+TGRA_HOST_DEVICE int64_t cell_coord(double v, const GridParams& p, int d) {
+  return static_cast<int64_t>(floor((v - p.lo[d]) * p.inv_h)) + p.reach;
 }
 
 TGRA_HOST_DEVICE int64_t pack_key(int64_t g, int64_t c0, int64_t c1, int64_t c2, const GridParams& p) {
@@ -59,6 +69,59 @@ TGRA_HOST_DEVICE int64_t bound(const int64_t* keys, int64_t n, int64_t k, bool u
     if (go_right) lo = mid + 1; else hi = mid;
   }
   return lo;
+}
+
+// Calls f(key_begin, key_end) (inclusive key range, consecutive cells along the
+// last axis) for every column of cells around q that can hold a point within r:
+// columns further than r from q in the first two axes are skipped and each
+// column is clipped to the cells the ball reaches. The tests are padded by a
+// relative 1e-6 of the cell size, so rounding never drops a neighbour (the
+// exact distance test comes after).
+template <typename scalar_t, typename F>
+TGRA_HOST_DEVICE void for_each_column(const scalar_t* q, int64_t g, const GridParams& p, F& f) {
+  const double pad = 1e-6 * p.h;
+  const double r = p.r + pad;
+  int64_t c[3];
+  for (int d = 0; d < 3; ++d) c[d] = cell_coord(double(q[d]), p, d);
+  for (int64_t o0 = -p.reach; o0 <= p.reach; ++o0) {
+    // Gap from q to the slab of cells c0 + o0 along axis 0 (0 inside it).
+    const double lo0 = p.lo[0] + (c[0] + o0 - p.reach) * p.h, hi0 = lo0 + p.h;
+    const double g0 = fmax(0.0, fmax(lo0 - double(q[0]), double(q[0]) - hi0)) - pad;
+    for (int64_t o1 = -p.reach; o1 <= p.reach; ++o1) {
+      const double lo1 = p.lo[1] + (c[1] + o1 - p.reach) * p.h, hi1 = lo1 + p.h;
+      const double g1 = fmax(0.0, fmax(lo1 - double(q[1]), double(q[1]) - hi1)) - pad;
+      const double gap2 = fmax(g0, 0.0) * fmax(g0, 0.0) + fmax(g1, 0.0) * fmax(g1, 0.0);
+      if (gap2 > r * r) continue;
+      const double dz = sqrt(r * r - gap2);
+      int64_t z0 = cell_coord(double(q[2]) - dz, p, 2);
+      int64_t z1 = cell_coord(double(q[2]) + dz, p, 2);
+      z0 = z0 < c[2] - p.reach ? c[2] - p.reach : z0;
+      z1 = z1 > c[2] + p.reach ? c[2] + p.reach : z1;
+      f(pack_key(g, c[0] + o0, c[1] + o1, z0, p), pack_key(g, c[0] + o0, c[1] + o1, z1, p));
+    }
+  }
+}
+
+// Where the points of a range of cell keys lie in the sorted order: a direct
+// table lookup when the grid has one, else binary search in the sorted keys.
+struct CellIndex {
+  const int64_t* keys;
+  int64_t m;
+  const int64_t* start;  // nullptr: no table
+
+  TGRA_HOST_DEVICE void range(int64_t k_lo, int64_t k_hi, int64_t& begin, int64_t& end) const {
+    if (start != nullptr) {
+      begin = start[k_lo];
+      end = start[k_hi + 1];
+    } else {
+      begin = bound(keys, m, k_lo, false);
+      end = bound(keys, m, k_hi, true);
+    }
+  }
+};
+
+inline CellIndex cell_index(const SortedGrid& g) {
+  return {g.keys.data_ptr<int64_t>(), g.keys.numel(), g.start.defined() ? g.start.data_ptr<int64_t>() : nullptr};
 }
 
 // Squared distance accumulated in the input dtype, in the order the pure-torch

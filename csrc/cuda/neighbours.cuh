@@ -7,21 +7,27 @@
 namespace tg_rapidalign {
 
 template <typename scalar_t, typename F>
-__device__ __forceinline__ void visit_neighbours(const scalar_t* q, int64_t g, const int64_t* keys,
-                                                 const scalar_t* pos, int64_t m, const GridParams& p,
-                                                 scalar_t r2, F& f) {
-  int64_t c0 = cell_coord(q[0], p.lo[0], p.inv_h), c1 = cell_coord(q[1], p.lo[1], p.inv_h),
-          c2 = cell_coord(q[2], p.lo[2], p.inv_h);
-  for (int64_t o0 = -1; o0 <= 1; ++o0) {
-    for (int64_t o1 = -1; o1 <= 1; ++o1) {
-      int64_t k_lo = pack_key(g, c0 + o0, c1 + o1, c2 - 1, p);
-      int64_t begin = bound(keys, m, k_lo, false), end = bound(keys, m, k_lo + 2, true);
-      for (int64_t j = begin; j < end; ++j) {
-        scalar_t d2 = sqdist3(q, pos + 3 * j);
-        if (d2 <= r2) f(j, d2);
-      }
+struct ColumnVisitor {
+  const scalar_t* q;
+  CellIndex index;
+  const scalar_t* pos;
+  scalar_t r2;
+  F* f;
+  __device__ void operator()(int64_t k_lo, int64_t k_hi) {
+    int64_t begin, end;
+    index.range(k_lo, k_hi, begin, end);
+    for (int64_t j = begin; j < end; ++j) {
+      scalar_t d2 = sqdist3(q, pos + 3 * j);
+      if (d2 <= r2) (*f)(j, d2);
     }
   }
+};
+
+template <typename scalar_t, typename F>
+__device__ __forceinline__ void visit_neighbours(const scalar_t* q, int64_t g, const CellIndex& index,
+                                                 const scalar_t* pos, const GridParams& p, scalar_t r2, F& f) {
+  ColumnVisitor<scalar_t, F> column{q, index, pos, r2, &f};
+  for_each_column(q, g, p, column);
 }
 
 constexpr int kThreads = 256;

@@ -29,23 +29,23 @@ struct WritePairs {
 };
 
 template <typename scalar_t>
-__global__ void count_kernel(const scalar_t* x, const int64_t* bx, int64_t n, const int64_t* keys,
-                             const scalar_t* ys, int64_t m, GridParams p, scalar_t r2, int64_t* counts) {
+__global__ void count_kernel(const scalar_t* x, const int64_t* bx, int64_t n, CellIndex index, const scalar_t* ys,
+                             GridParams p, scalar_t r2, int64_t* counts) {
   int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   CountPairs<scalar_t> f;
-  visit_neighbours(x + 3 * i, bx[i], keys, ys, m, p, r2, f);
+  visit_neighbours(x + 3 * i, bx[i], index, ys, p, r2, f);
   counts[i] = f.count;
 }
 
 template <typename scalar_t>
-__global__ void write_kernel(const scalar_t* x, const int64_t* bx, int64_t n, const int64_t* keys,
-                             const scalar_t* ys, const int64_t* perm, int64_t m, GridParams p, scalar_t r2,
-                             const int64_t* offsets, int64_t* rows, int64_t* cols) {
+__global__ void write_kernel(const scalar_t* x, const int64_t* bx, int64_t n, CellIndex index, const scalar_t* ys,
+                             const int64_t* perm, GridParams p, scalar_t r2, const int64_t* offsets,
+                             int64_t* rows, int64_t* cols) {
   int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   WritePairs f{i, offsets[i], rows, cols, perm};
-  visit_neighbours(x + 3 * i, bx[i], keys, ys, m, p, r2, f);
+  visit_neighbours(x + 3 * i, bx[i], index, ys, p, r2, f);
 }
 
 at::Tensor radius_pairs_cuda(const at::Tensor& x_, const at::Tensor& y_, double r, const at::Tensor& batch_x_,
@@ -58,23 +58,23 @@ at::Tensor radius_pairs_cuda(const at::Tensor& x_, const at::Tensor& y_, double 
   const int64_t n = x.size(0);
   if (n == 0 || y_.size(0) == 0) return at::empty({2, 0}, x.options().dtype(at::kLong));
   GridParams p = make_grid_params(x, y_, r, num_graphs);
-  SortedGrid grid = sort_by_cell(y_.contiguous(), batch_y_, p);
+  SortedGrid grid = sort_by_cell(y_.contiguous(), batch_y_, p, num_graphs);
   auto counts = at::zeros({n}, x.options().dtype(at::kLong));
   auto stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "radius_pairs_cuda", [&] {
     const scalar_t r2 = static_cast<scalar_t>(r * r);
     count_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), batch_x.data_ptr<int64_t>(), n, grid.keys.data_ptr<int64_t>(),
-        grid.pos.data_ptr<scalar_t>(), grid.keys.numel(), p, r2, counts.data_ptr<int64_t>());
+        x.data_ptr<scalar_t>(), batch_x.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
+        p, r2, counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     auto offsets = at::cumsum(counts, 0) - counts;
     const int64_t total = (offsets[n - 1] + counts[n - 1]).item<int64_t>();
     out = at::empty({2, total}, x.options().dtype(at::kLong));
     write_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), batch_x.data_ptr<int64_t>(), n, grid.keys.data_ptr<int64_t>(),
-        grid.pos.data_ptr<scalar_t>(), grid.perm.data_ptr<int64_t>(), grid.keys.numel(), p, r2,
-        offsets.data_ptr<int64_t>(), out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + total);
+        x.data_ptr<scalar_t>(), batch_x.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
+        grid.perm.data_ptr<int64_t>(), p, r2, offsets.data_ptr<int64_t>(), out.data_ptr<int64_t>(),
+        out.data_ptr<int64_t>() + total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

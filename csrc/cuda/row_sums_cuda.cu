@@ -34,13 +34,13 @@ struct RowSum {
 };
 
 template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(const scalar_t* a, const int64_t* ba, int64_t n, const int64_t* keys,
-                               const scalar_t* bs, const scalar_t* cbs, int64_t m, int64_t channels, GridParams p,
-                               Bands bands, scalar_t r2, scalar_t* out) {
+__global__ void forward_kernel(const scalar_t* a, const int64_t* ba, int64_t n, CellIndex index, const scalar_t* bs,
+                               const scalar_t* cbs, int64_t channels, GridParams p, Bands bands, scalar_t r2,
+                               scalar_t* out) {
   int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   RowSum<scalar_t, acc_t> f{cbs, channels, out + channels * i, bands};
-  visit_neighbours(a + 3 * i, ba[i], keys, bs, m, p, r2, f);
+  visit_neighbours(a + 3 * i, ba[i], index, bs, p, r2, f);
 }
 
 // a side of the backward: grad_a[i] and the per-thread bandwidth / mixture sums.
@@ -69,13 +69,12 @@ struct ASide {
 
 template <typename scalar_t, typename acc_t>
 __global__ void backward_a_kernel(const scalar_t* a, const scalar_t* grad, const int64_t* ba, int64_t n,
-                                  const int64_t* keys, const scalar_t* bs, const scalar_t* cbs, int64_t m,
-                                  int64_t channels, GridParams p, Bands bands, scalar_t r2, scalar_t* grad_a,
-                                  double* band_grads) {
+                                  CellIndex index, const scalar_t* bs, const scalar_t* cbs, int64_t channels,
+                                  GridParams p, Bands bands, scalar_t r2, scalar_t* grad_a, double* band_grads) {
   int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   ASide<scalar_t, acc_t> f{a + 3 * i, grad + channels * i, bs, cbs, channels, bands, {0, 0, 0}, {0}, {0}};
-  visit_neighbours(a + 3 * i, ba[i], keys, bs, m, p, r2, f);
+  visit_neighbours(a + 3 * i, ba[i], index, bs, p, r2, f);
   for (int d = 0; d < 3; ++d) grad_a[3 * i + d] = static_cast<scalar_t>(f.ga[d]);
   for (int q = 0; q < bands.count; ++q) {
     atomicAdd(band_grads + q, static_cast<double>(f.gsig[q]));
@@ -109,14 +108,13 @@ struct BSide {
 
 template <typename scalar_t, typename acc_t>
 __global__ void backward_b_kernel(const scalar_t* b, const scalar_t* cb, const int64_t* bb, int64_t m,
-                                  const int64_t* keys, const scalar_t* as, const scalar_t* gs, int64_t n,
-                                  int64_t channels, GridParams p, Bands bands, scalar_t r2, scalar_t* grad_b,
-                                  scalar_t* grad_cb) {
+                                  CellIndex index, const scalar_t* as, const scalar_t* gs, int64_t channels,
+                                  GridParams p, Bands bands, scalar_t r2, scalar_t* grad_b, scalar_t* grad_cb) {
   int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (j >= m) return;
   BSide<scalar_t, acc_t> f{b + 3 * j, cb + channels * j, as, gs, channels, bands, grad_cb + channels * j,
                            {0, 0, 0}};
-  visit_neighbours(b + 3 * j, bb[j], keys, as, n, p, r2, f);
+  visit_neighbours(b + 3 * j, bb[j], index, as, p, r2, f);
   for (int d = 0; d < 3; ++d) grad_b[3 * j + d] = static_cast<scalar_t>(f.gb[d]);
 }
 
@@ -140,15 +138,14 @@ at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, cons
   if (n == 0 || b_.size(0) == 0 || channels == 0) return out;
   const Bands bands = make_bands(sigmas, coefs);
   GridParams p = make_grid_params(a, b_, r, num_graphs);
-  SortedGrid grid = sort_by_cell(b_.contiguous(), batch_b_, p);
+  SortedGrid grid = sort_by_cell(b_.contiguous(), batch_b_, p, num_graphs);
   auto cbs = cb_.index_select(0, grid.perm).contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
     forward_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        a.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n, grid.keys.data_ptr<int64_t>(),
-        grid.pos.data_ptr<scalar_t>(), cbs.data_ptr<scalar_t>(), grid.keys.numel(), channels, p, bands,
-        cut2<scalar_t>(r), out.data_ptr<scalar_t>());
+        a.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
+        cbs.data_ptr<scalar_t>(), channels, p, bands, cut2<scalar_t>(r), out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -168,8 +165,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   if (n > 0 && m > 0 && channels > 0) {
     const Bands bands = make_bands(sigmas, coefs);
     GridParams p = make_grid_params(a, b, r, num_graphs);
-    SortedGrid grid_b = sort_by_cell(b, batch_b, p);
-    SortedGrid grid_a = sort_by_cell(a, batch_a, p);
+    SortedGrid grid_b = sort_by_cell(b, batch_b, p, num_graphs);
+    SortedGrid grid_a = sort_by_cell(a, batch_a, p, num_graphs);
     auto cbs = cb.index_select(0, grid_b.perm).contiguous();
     auto gs = grad.index_select(0, grid_a.perm).contiguous();
     auto stream = c10::cuda::getCurrentCUDAStream();
@@ -177,14 +174,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
       using acc_t = at::acc_type<scalar_t, true>;
       const scalar_t r2 = cut2<scalar_t>(r);
       backward_a_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
-          a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n,
-          grid_b.keys.data_ptr<int64_t>(), grid_b.pos.data_ptr<scalar_t>(), cbs.data_ptr<scalar_t>(), m,
-          channels, p, bands, r2, grad_a.data_ptr<scalar_t>(), band_grads.data_ptr<double>());
+          a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n, cell_index(grid_b),
+          grid_b.pos.data_ptr<scalar_t>(), cbs.data_ptr<scalar_t>(), channels, p, bands, r2,
+          grad_a.data_ptr<scalar_t>(), band_grads.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       backward_b_kernel<scalar_t, acc_t><<<blocks_for(m), kThreads, 0, stream>>>(
-          b.data_ptr<scalar_t>(), cb.data_ptr<scalar_t>(), batch_b.data_ptr<int64_t>(), m,
-          grid_a.keys.data_ptr<int64_t>(), grid_a.pos.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), n,
-          channels, p, bands, r2, grad_b.data_ptr<scalar_t>(), grad_cb.data_ptr<scalar_t>());
+          b.data_ptr<scalar_t>(), cb.data_ptr<scalar_t>(), batch_b.data_ptr<int64_t>(), m, cell_index(grid_a),
+          grid_a.pos.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), channels, p, bands, r2,
+          grad_b.data_ptr<scalar_t>(), grad_cb.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
