@@ -1,11 +1,19 @@
-"""Kernel MMD forward+backward: tg_rapidalign vs dense torch vs GeomLoss, one run.
+"""Kernel MMD forward+backward: tg_rapidalign (native and pure-torch) vs dense
+torch vs radius pairs + scatter vs GeomLoss, one run.
 
     python benchmarks/bench_mmd.py                  # N = M in 1k, 5k, 20k, 100k
     python benchmarks/bench_mmd.py --sizes 1000 5000 --repeats 3
+    python benchmarks/bench_mmd.py --device cuda    # on a GPU (adds KeOps at 1M with --sizes)
 
 Points uniform in the unit cube, sigma = 0.1, cutoff 3 (GeomLoss: truncate=3),
-float32. Each (method, N) runs in a fresh subprocess so that its peak resident
-memory is its own. Methods whose estimated memory exceeds --max-gb are skipped.
+float32. Methods: ``native`` (the fused C++/CUDA kernel), ``tiled`` (the pure-torch
+block-sparse path), ``dense_torch`` (all pairs), ``radius+scatter`` (the same sums
+from an explicit pair list: torch-cluster's radius when installed, else the
+library's pure-torch grid, then per-pair kernels and ``scatter``), and GeomLoss
+``tensorized`` / ``online`` / ``multiscale`` when installed. Each (method, N) runs
+in a fresh subprocess so that its peak memory is its own; methods whose estimated
+memory exceeds --max-gb are skipped. ratio = method time / native time; Mpairs/s
+counts the pairs within the cutoff (both self terms and the cross term).
 """
 from __future__ import annotations
 
@@ -19,20 +27,47 @@ import time
 SIGMA, CUTOFF = 0.1, 3.0
 
 
-def run_case(method: str, n: int, repeats: int, threads: int) -> dict:
+def radius_scatter_mmd(x, y):
+    """MMD from explicit radius pairs and scatter sums (the usual PyG recipe)."""
+    import importlib.util
+
+    import torch
+    from torch_geometric.utils import scatter
+
+    from tg_rapidalign import radius_pairs
+
+    backend = "torch_cluster" if importlib.util.find_spec("torch_cluster") else "grid"
+    r = CUTOFF * SIGMA
+
+    def term(a, b):
+        i, j = radius_pairs(a, b, r, backend=backend)
+        k = torch.exp((a[i] - b[j]).pow(2).sum(-1) * (-0.5 / SIGMA**2))
+        return scatter(k, i, 0, dim_size=a.size(0), reduce="sum").sum() / (a.size(0) * b.size(0))
+
+    return term(x, x) + term(y, y) - 2 * term(x, y)
+
+
+def run_case(method: str, n: int, repeats: int, threads: int, device: str) -> dict:
     import resource
 
     import torch
 
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 3, generator=gen).requires_grad_(True)
-    y = torch.rand(n, 3, generator=gen).requires_grad_(True)
-    if method == "tg_rapidalign":
-        from tg_rapidalign import kernel_mmd
+    x = torch.rand(n, 3, generator=gen).to(device).requires_grad_(True)
+    y = torch.rand(n, 3, generator=gen).to(device).requires_grad_(True)
+    pairs = 0
+    if method.startswith("tg_rapidalign"):
+        from tg_rapidalign import kernel_mmd, radius_pairs
+        backend = method.split(":")[1]
+        with torch.no_grad():
+            pairs = sum(radius_pairs(a, b, CUTOFF * SIGMA).size(1) for a, b in ((x, x), (y, y), (x, y)))
 
         def step():
-            return kernel_mmd(x, y, sigma=SIGMA, cutoff=CUTOFF, backend="tiled").sum()
+            return kernel_mmd(x, y, sigma=SIGMA, cutoff=CUTOFF, backend=backend).sum()
+    elif method == "radius+scatter":
+        def step():
+            return radius_scatter_mmd(x, y)
     elif method == "dense_torch":
         def k(a, b):
             d2 = (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None] - 2 * a @ b.T).clamp_min(0)
@@ -49,25 +84,37 @@ def run_case(method: str, n: int, repeats: int, threads: int) -> dict:
         def step():
             return loss(x, y)
 
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     def once():
         x.grad = y.grad = None
+        sync()
         t0 = time.perf_counter()
         v = step()
+        sync()
         t1 = time.perf_counter()
         v.backward()
+        sync()
         return t1 - t0, time.perf_counter() - t0, float(v)
 
     once()  # warm-up (KeOps compiles here)
     runs = [once() for _ in range(repeats)]
     fwd = min(r[0] for r in runs)
     total = min(r[1] for r in runs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
-    return dict(method=method, n=n, fwd=fwd, total=total, peak_mb=peak, value=runs[0][2])
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
+    return dict(method=method, n=n, fwd=fwd, total=total, peak_mb=peak, value=runs[0][2], pairs=pairs)
 
 
 def estimated_gb(method: str, n: int) -> float:
     if method in ("dense_torch", "geomloss:tensorized"):
         return 4 * 4 * n * n / 1e9  # a few float32 n x n matrices alive at once
+    if method == "radius+scatter":
+        return 3 * 3.8 * n * n * (CUTOFF * SIGMA) ** 3 * 40 / 1e9  # ~40 bytes per pair, 3 pair lists
     return 0.0
 
 
@@ -77,14 +124,17 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-gb", type=float, default=16.0)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         method, n = args.case.rsplit("@", 1)
-        print(json.dumps(run_case(method, int(n), args.repeats, args.threads)))
+        print(json.dumps(run_case(method, int(n), args.repeats, args.threads, args.device)))
         return
 
-    methods = ["tg_rapidalign", "dense_torch"]
+    from tg_rapidalign.ops import native
+    methods = (["tg_rapidalign:native"] if native.AVAILABLE else []) + \
+        ["tg_rapidalign:tiled", "dense_torch", "radius+scatter"]
     if importlib.util.find_spec("geomloss") and importlib.util.find_spec("pykeops"):
         methods += ["geomloss:tensorized", "geomloss:online", "geomloss:multiscale"]
     else:
@@ -98,21 +148,24 @@ def main():
             if m == "geomloss:online" and n > 20000:
                 results[m, n] = None  # O(N^2) time: minutes per call
                 continue
-            proc = subprocess.run([sys.executable, __file__, "--case", f"{m}@{n}", "--repeats",
-                                   str(args.repeats), "--threads", str(args.threads)],
-                                  capture_output=True, text=True)
+            cmd = [sys.executable, __file__, "--case", f"{m}@{n}", "--repeats", str(args.repeats),
+                   "--threads", str(args.threads), "--device", args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             results[m, n] = json.loads(lines[-1]) if proc.returncode == 0 and lines else "failed"
             print(f"  {m:<22} N={n:<7} {'ok' if isinstance(results[m, n], dict) else 'failed'}",
                   file=sys.stderr, flush=True)
 
-    print(f"\nkernel MMD, sigma={SIGMA}, cutoff={CUTOFF}, float32, {args.threads} threads; "
-          "time = forward+backward (best of repeats); ratio = method time / tg_rapidalign time")
-    header = f"{'N':>7} | {'method':<22} | {'fwd s':>8} | {'fwd+bwd s':>9} | {'peak MiB':>8} | {'ratio':>6}"
+    base = methods[0]
+    where = f"{args.threads} threads" if args.device == "cpu" else "cuda"
+    print(f"\nkernel MMD, sigma={SIGMA}, cutoff={CUTOFF}, float32, {where}; best of {args.repeats}; "
+          f"ratio = method fwd+bwd time / {base} fwd+bwd time")
+    header = (f"{'N':>7} | {'method':<22} | {'fwd s':>8} | {'fwd+bwd s':>9} | {'peak MiB':>8} | "
+              f"{'Mpairs/s':>8} | {'ratio':>6}")
     print(header)
     print("-" * len(header))
     for n in args.sizes:
-        ours = results.get(("tg_rapidalign", n))
+        ours = results.get((base, n))
         for m in methods:
             r = results[m, n]
             if not isinstance(r, dict):
@@ -120,8 +173,9 @@ def main():
                 print(f"{n:>7} | {m:<22} | {reason}")
                 continue
             ratio = r["total"] / ours["total"] if isinstance(ours, dict) else float("nan")
+            rate = f"{r['pairs'] / r['fwd'] / 1e6:>8.0f}" if r.get("pairs") else f"{'':>8}"
             print(f"{n:>7} | {m:<22} | {r['fwd']:>8.3f} | {r['total']:>9.3f} | {r['peak_mb']:>8.0f} | "
-                  f"{ratio:>6.2f}")
+                  f"{rate} | {ratio:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -5,17 +5,40 @@
 
 namespace tg_rapidalign {
 
-GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, int64_t num_graphs) {
+GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, const at::Tensor& b,
+                            const at::Tensor& batch_b, double r, int64_t num_graphs) {
   GridParams p{};
-  auto both = at::cat({a, b}, 0).to(at::kDouble);
-  auto lo = std::get<0>(both.min(0)).cpu();
-  auto hi = std::get<0>(both.max(0)).cpu();
+  // Bounding box of both sets (each reduced in its own dtype; no copies).
+  auto lo_hi = [](const at::Tensor& t) {
+    return std::make_pair(std::get<0>(t.min(0)).to(at::kDouble).cpu(), std::get<0>(t.max(0)).to(at::kDouble).cpu());
+  };
+  auto ba_ = a.size(0) ? lo_hi(a) : lo_hi(b);
+  auto bb_ = b.size(0) ? lo_hi(b) : ba_;
+  auto lo = at::minimum(ba_.first, bb_.first);
+  auto hi = at::maximum(ba_.second, bb_.second);
   double extent = 0.0;
   for (int d = 0; d < 3; ++d) {
     p.lo[d] = lo[d].item<double>();
     extent = std::max(extent, hi[d].item<double>() - p.lo[d]);
   }
-  if (r <= 0) r = 2 * extent + 1;  // no cutoff: one cell holds every point
+  const bool no_cutoff = r <= 0;
+  if (no_cutoff) r = 2 * extent + 1;
+  p.r = r;
+  // One cell per graph when every graph is small or the radius spans the whole
+  // cloud: each query then scans its own graph's points, with no empty cells.
+  int64_t largest = 0;
+  for (const at::Tensor* batch : {&batch_a, &batch_b}) {
+    if (batch->numel() > 0) {
+      largest = std::max(largest, at::bincount(batch->to(at::kLong).flatten()).max().item<int64_t>());
+    }
+  }
+  if (no_cutoff || r >= extent || largest <= kGraphCellPoints) {
+    p.h = 2 * extent + 1;
+    p.inv_h = 1.0 / p.h;
+    p.reach = 0;
+    for (int d = 0; d < 3; ++d) p.size[d] = 1;
+    return p;
+  }
   // Keep num_graphs * (cells per axis)^3 below 2^62.
   double max_cells = std::pow(std::ldexp(1.0, 62) / std::max<int64_t>(num_graphs, 1), 1.0 / 3.0) - 3.0;
   max_cells = std::max(1.0, std::min(max_cells, std::ldexp(1.0, 20)));
@@ -26,7 +49,6 @@ GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, 
     p.reach = 1;
   }
   p.h = h;
-  p.r = r;
   p.inv_h = 1.0 / h;
   for (int d = 0; d < 3; ++d) {
     p.size[d] = cell_coord(hi[d].item<double>(), p, d) + 1 + p.reach;
@@ -36,6 +58,26 @@ GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, 
 
 SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p,
                         int64_t num_graphs) {
+  SortedGrid g;
+  if (p.reach == 0) {
+    // One cell per graph: the key is the graph id, and a sorted batch (as in
+    // a PyG Batch) needs no sorting at all.
+    g.keys = batch.to(at::kLong).contiguous();
+    const int64_t n = g.keys.numel();
+    bool sorted = n < 2 || (g.keys.narrow(0, 1, n - 1) >= g.keys.narrow(0, 0, n - 1)).all().item<bool>();
+    if (sorted) {
+      g.perm = at::arange(n, g.keys.options());
+      g.pos = pos.contiguous();
+    } else {
+      auto sorted_keys = at::sort(g.keys, /*stable=*/true, 0, false);
+      g.keys = std::get<0>(sorted_keys).contiguous();
+      g.perm = std::get<1>(sorted_keys).contiguous();
+      g.pos = pos.index_select(0, g.perm).contiguous();
+    }
+    auto all = at::arange(num_graphs + 1, g.keys.options());
+    g.start = at::searchsorted(g.keys, all).contiguous();
+    return g;
+  }
   auto q = pos.to(at::kDouble);
   at::Tensor key = batch.to(at::kLong);
   for (int d = 0; d < 3; ++d) {
@@ -43,7 +85,6 @@ SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const Gr
     key = key * p.size[d] + c;
   }
   auto sorted = at::sort(key);
-  SortedGrid g;
   g.keys = std::get<0>(sorted).contiguous();
   g.perm = std::get<1>(sorted).contiguous();
   g.pos = pos.index_select(0, g.perm).contiguous();

@@ -27,6 +27,9 @@ struct GridParams {
 // hug the ball of radius r more closely than 27 cells of side r would.
 constexpr double kCellsPerRadius = 2.0;
 
+// Graphs of at most this many points are scanned whole (one cell per graph).
+constexpr int64_t kGraphCellPoints = 256;
+
 // A source set sorted by cell: keys [M] (int64, ascending), perm [M] (original
 // index of each sorted point), pos [M, 3] (positions in sorted order).
 struct SortedGrid {
@@ -38,9 +41,11 @@ struct SortedGrid {
 
 // Cells of side h = r / kCellsPerRadius over the bounding box of both sets,
 // `reach` cells of margin on each side so that neighbour offsets never leave
-// the grid; h grows only when the packed key could overflow int64. r <= 0: one
-// cell for all (no cutoff).
-GridParams make_grid_params(const at::Tensor& a, const at::Tensor& b, double r, int64_t num_graphs);
+// the grid; h grows only when the packed key could overflow int64. One cell
+// per graph (reach 0) when there is no cutoff (r <= 0), when r spans the whole
+// cloud, or when no graph has more than kGraphCellPoints points.
+GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, const at::Tensor& b,
+                            const at::Tensor& batch_b, double r, int64_t num_graphs);
 
 // Sorts `pos` (with graph ids `batch`) by packed cell key.
 SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p, int64_t num_graphs);

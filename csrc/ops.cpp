@@ -21,9 +21,10 @@ TORCH_LIBRARY(tg_rapidalign, m) {
   m.def(
       "kernel_row_sums(Tensor a, Tensor b, Tensor cb, Tensor batch_a, Tensor batch_b, Tensor sigmas, "
       "Tensor coefs, float r, int num_graphs) -> Tensor");
-  // Gradients of sum(grad * kernel_row_sums(...)) w.r.t. a, b, cb, sigmas, coefs.
+  // Gradients of sum(grad * kernel_row_sums(...)) w.r.t. a, b, cb, sigmas, coefs;
+  // need_a covers a, sigmas and coefs, need_b covers b and cb (the others come back zero).
   m.def(
       "kernel_row_sums_backward(Tensor grad, Tensor a, Tensor b, Tensor cb, Tensor batch_a, "
-      "Tensor batch_b, Tensor sigmas, Tensor coefs, float r, int num_graphs) "
+      "Tensor batch_b, Tensor sigmas, Tensor coefs, float r, int num_graphs, bool need_a, bool need_b) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -16,7 +16,7 @@ at::Tensor radius_pairs_cpu(const at::Tensor& x_, const at::Tensor& y_, double r
   auto batch_x = batch_x_.to(at::kLong).contiguous();
   const int64_t n = x.size(0);
   if (n == 0 || y_.size(0) == 0) return at::empty({2, 0}, x.options().dtype(at::kLong));
-  GridParams p = make_grid_params(x, y_, r, num_graphs);
+  GridParams p = make_grid_params(x, batch_x, y_, batch_y_, r, num_graphs);
   SortedGrid grid = sort_by_cell(y_.contiguous(), batch_y_, p, num_graphs);
   auto counts = at::zeros({n}, x.options().dtype(at::kLong));
   at::Tensor out;

@@ -175,9 +175,12 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
   auto out = at::zeros({n, channels}, a.options());
   if (n == 0 || b_.size(0) == 0 || channels == 0) return out;
   const Bands bands = make_bands(sigmas, coefs);
-  GridParams p = make_grid_params(a, b_, r, num_graphs);
+  GridParams p = make_grid_params(a, batch_a, b_, batch_b_, r, num_graphs);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_cpu", [&] {
     SortedSoA<scalar_t> src(sort_by_cell(b_.contiguous(), batch_b_, p, num_graphs), cb_);
+    // Queries in cell order: consecutive queries read the same cells (cache).
+    const at::Tensor order_t = sort_by_cell(a, batch_a, p, num_graphs).perm;
+    const int64_t* order = order_t.data_ptr<int64_t>();
     const scalar_t* ap = a.data_ptr<scalar_t>();
     const int64_t* ba = batch_a.data_ptr<int64_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
@@ -185,7 +188,8 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
     at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
       std::vector<double> acc(channels);
       Block<scalar_t> blk;
-      for (int64_t i = begin; i < end; ++i) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i = order[t];
         std::fill(acc.begin(), acc.end(), 0.0);
         const scalar_t* ai = ap + 3 * i;
         for_each_range(ai, ba[i], src.index, p, [&](int64_t s, int64_t e) {
@@ -204,7 +208,7 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_row_sums_backward_cpu(
     const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
     const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas, const at::Tensor& coefs,
-    double r, int64_t num_graphs) {
+    double r, int64_t num_graphs, bool need_a, bool need_b) {
   check_inputs(a_, b_, cb_);
   auto a = a_.contiguous(), b = b_.contiguous(), cb = cb_.contiguous(), grad = grad_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous(), batch_b = batch_b_.to(at::kLong).contiguous();
@@ -213,14 +217,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   auto grad_sigmas = at::zeros_like(sigmas), grad_coefs = at::zeros_like(coefs);
   if (n == 0 || m == 0 || channels == 0) return {grad_a, grad_b, grad_cb, grad_sigmas, grad_coefs};
   const Bands bands = make_bands(sigmas, coefs);
-  GridParams p = make_grid_params(a, b, r, num_graphs);
+  GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
   std::vector<double> g_sig(bands.count, 0.0), g_coef(bands.count, 0.0);
   std::mutex merge;
+  // Each side is a query set for one pass and the source grid of the other;
+  // queries run in their own cell order (cache locality).
+  SortedGrid grid_a = sort_by_cell(a, batch_a, p, num_graphs), grid_b = sort_by_cell(b, batch_b, p, num_graphs);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_backward_cpu", [&] {
     const scalar_t r2 = cut2<scalar_t>(r);
     // a side: rows i against the grid of b (channels cb).
-    {
-      SortedSoA<scalar_t> src(sort_by_cell(b, batch_b, p, num_graphs), cb);
+    if (need_a) {
+      SortedSoA<scalar_t> src(grid_b, cb);
+      const int64_t* order = grid_a.perm.data_ptr<int64_t>();
       const scalar_t* ap = a.data_ptr<scalar_t>();
       const scalar_t* gp = grad.data_ptr<scalar_t>();
       const int64_t* ba = batch_a.data_ptr<int64_t>();
@@ -229,7 +237,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
         double ls[kMaxBands] = {0}, lc[kMaxBands] = {0};
         Block<scalar_t> blk;
         scalar_t s[kBlock];
-        for (int64_t i = begin; i < end; ++i) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t i = order[t];
           const scalar_t* ai = ap + 3 * i;
           const scalar_t* gi = gp + channels * i;
           double ga[3] = {0, 0, 0};
@@ -261,8 +270,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
       });
     }
     // b side: rows j against the grid of a (channels: the upstream gradient).
-    {
-      SortedSoA<scalar_t> src(sort_by_cell(a, batch_a, p, num_graphs), grad);
+    if (need_b) {
+      SortedSoA<scalar_t> src(grid_a, grad);
+      const int64_t* order = grid_b.perm.data_ptr<int64_t>();
       const scalar_t* bp = b.data_ptr<scalar_t>();
       const scalar_t* cp = cb.data_ptr<scalar_t>();
       const int64_t* bb = batch_b.data_ptr<int64_t>();
@@ -272,7 +282,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
         std::vector<double> gc(channels);
         Block<scalar_t> blk;
         scalar_t s[kBlock];
-        for (int64_t j = begin; j < end; ++j) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t j = order[t];
           const scalar_t* bj = bp + 3 * j;
           const scalar_t* cj = cp + channels * j;
           std::fill(gc.begin(), gc.end(), 0.0);

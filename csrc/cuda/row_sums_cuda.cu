@@ -137,7 +137,7 @@ at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, cons
   auto out = at::zeros({n, channels}, a.options());
   if (n == 0 || b_.size(0) == 0 || channels == 0) return out;
   const Bands bands = make_bands(sigmas, coefs);
-  GridParams p = make_grid_params(a, b_, r, num_graphs);
+  GridParams p = make_grid_params(a, batch_a, b_, batch_b_, r, num_graphs);
   SortedGrid grid = sort_by_cell(b_.contiguous(), batch_b_, p, num_graphs);
   auto cbs = cb_.index_select(0, grid.perm).contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -154,7 +154,7 @@ at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, cons
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_row_sums_backward_cuda(
     const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
     const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas, const at::Tensor& coefs,
-    double r, int64_t num_graphs) {
+    double r, int64_t num_graphs, bool need_a, bool need_b) {
   check_inputs(a_, b_, cb_);
   c10::cuda::CUDAGuard guard(a_.device());
   auto a = a_.contiguous(), b = b_.contiguous(), cb = cb_.contiguous(), grad = grad_.contiguous();
@@ -164,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   auto band_grads = at::zeros({2 * kMaxBands}, a.options().dtype(at::kDouble));
   if (n > 0 && m > 0 && channels > 0) {
     const Bands bands = make_bands(sigmas, coefs);
-    GridParams p = make_grid_params(a, b, r, num_graphs);
+    GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
     SortedGrid grid_b = sort_by_cell(b, batch_b, p, num_graphs);
     SortedGrid grid_a = sort_by_cell(a, batch_a, p, num_graphs);
     auto cbs = cb.index_select(0, grid_b.perm).contiguous();
@@ -173,12 +173,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_backward_cuda", [&] {
       using acc_t = at::acc_type<scalar_t, true>;
       const scalar_t r2 = cut2<scalar_t>(r);
-      backward_a_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
+      if (need_a) backward_a_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
           a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n, cell_index(grid_b),
           grid_b.pos.data_ptr<scalar_t>(), cbs.data_ptr<scalar_t>(), channels, p, bands, r2,
           grad_a.data_ptr<scalar_t>(), band_grads.data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      backward_b_kernel<scalar_t, acc_t><<<blocks_for(m), kThreads, 0, stream>>>(
+      if (need_b) backward_b_kernel<scalar_t, acc_t><<<blocks_for(m), kThreads, 0, stream>>>(
           b.data_ptr<scalar_t>(), cb.data_ptr<scalar_t>(), batch_b.data_ptr<int64_t>(), m, cell_index(grid_a),
           grid_a.pos.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), channels, p, bands, r2,
           grad_b.data_ptr<scalar_t>(), grad_cb.data_ptr<scalar_t>());

@@ -68,7 +68,7 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.tg_rapidalign.kernel_row_sums, (a, b, cb, ba, bb, s, c, 0.5, 4))
     grad = torch.rand(len(a), 3, dtype=a.dtype, device=a.device)
     torch.library.opcheck(torch.ops.tg_rapidalign.kernel_row_sums_backward,
-                          (grad, a.detach(), b.detach(), cb.detach(), ba, bb, s, c, 0.5, 4))
+                          (grad, a.detach(), b.detach(), cb.detach(), ba, bb, s, c, 0.5, 4, True, True))
     torch.library.opcheck(torch.ops.tg_rapidalign.radius_pairs, (a.detach(), b.detach(), 0.3, ba, bb, 4),
                           test_utils=("test_schema", "test_faketensor"))
 

@@ -89,7 +89,7 @@ if AVAILABLE:
         return a.new_empty(a.size(0), cb.size(1))
 
     @torch.library.register_fake("tg_rapidalign::kernel_row_sums_backward")
-    def _row_sums_backward_fake(grad, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs):
+    def _row_sums_backward_fake(grad, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs, *needs):
         return (torch.empty_like(a), torch.empty_like(b), torch.empty_like(cb), torch.empty_like(sigmas),
                 torch.empty_like(coefs))
 
@@ -100,9 +100,12 @@ if AVAILABLE:
 
     def _backward(ctx, grad):
         a, b, cb, batch_a, batch_b, sigmas, coefs = ctx.saved_tensors
+        need = ctx.needs_input_grad
         ga, gb, gcb, gs, gc = torch.ops.tg_rapidalign.kernel_row_sums_backward(
-            grad, a, b, cb, batch_a, batch_b, sigmas, coefs, ctx.r, ctx.num_graphs)
-        return ga, gb, gcb, None, None, gs, gc, None, None
+            grad, a, b, cb, batch_a, batch_b, sigmas, coefs, ctx.r, ctx.num_graphs,
+            need[0] or need[5] or need[6], need[1] or need[2])
+        return (ga if need[0] else None, gb if need[1] else None, gcb if need[2] else None, None, None,
+                gs if need[5] else None, gc if need[6] else None, None, None)
 
     torch.library.register_autograd("tg_rapidalign::kernel_row_sums", _backward,
                                     setup_context=_setup_context)
