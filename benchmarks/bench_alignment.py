@@ -7,7 +7,8 @@ padded dense torch implementation, forward and forward+backward, one run.
 Each graph: y ~ N(0, 1.5^2 I), x = y + N(0, 0.1^2 I) (paired nodes), sigma = 1,
 cutoff 3, one EM step, pose detached, float32, loss -log(cosine). Every
 (method) runs in a fresh subprocess so that its peak resident memory is its own.
-ratio = method time / time of tg_rapidalign with the same (identity) start.
+tg_rapidalign runs with its native kernel (when built) and its pure-torch dense
+path; ratio = method time / time of the first row (same identity start).
 """
 from __future__ import annotations
 
@@ -78,10 +79,11 @@ def run_case(method: str, num_graphs: int, repeats: int, threads: int) -> dict:
             return dense_torch_loss(x, y, batch, num_graphs).sum()
     else:
         from tg_rapidalign import se3_kernel_alignment
-        init = method.split(":")[1]
+        _, backend, init = method.split(":")
 
         def step():
-            return se3_kernel_alignment(x, y, batch, batch, sigma=SIGMA, cutoff=CUTOFF, init=init).loss.sum()
+            return se3_kernel_alignment(x, y, batch, batch, sigma=SIGMA, cutoff=CUTOFF, init=init,
+                                        backend=backend).loss.sum()
 
     def once():
         x.grad = None
@@ -108,8 +110,10 @@ def main():
     if args.case:
         print(json.dumps(run_case(args.case, args.graphs, args.repeats, args.threads)))
         return
-    methods = ["tg_rapidalign:identity", "dense_torch", "tg_rapidalign:paired",
-               "tg_rapidalign:principal_axes"]
+    from tg_rapidalign.ops import native
+    backends = (["native"] if native.AVAILABLE else []) + ["dense"]
+    methods = [f"tg_rapidalign:{b}:identity" for b in backends] + ["dense_torch"] + \
+        [f"tg_rapidalign:{b}:{init}" for init in ("paired", "principal_axes") for b in backends]
     results = {}
     for m in methods:
         proc = subprocess.run([sys.executable, __file__, "--case", m, "--graphs", str(args.graphs),
@@ -117,22 +121,23 @@ def main():
                               capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         results[m] = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
-        print(f"  {m:<30} {'ok' if results[m] else 'failed: ' + proc.stderr[-300:]}", file=sys.stderr,
+        print(f"  {m:<36} {'ok' if results[m] else 'failed: ' + proc.stderr[-300:]}", file=sys.stderr,
               flush=True)
-    ours = results["tg_rapidalign:identity"]
+    base = methods[0]
+    ours = results[base]
     print(f"\nSE(3) kernel alignment loss, {args.graphs} graphs of 10-50 nodes, sigma={SIGMA}, "
           f"cutoff={CUTOFF}, 1 EM step, float32, {args.threads} threads; best of {args.repeats}; "
-          "ratio = method time / tg_rapidalign:identity time")
-    header = (f"{'method':<30} | {'fwd s':>7} | {'fwd+bwd s':>9} | {'peak MiB':>8} | {'mean loss':>9} | "
+          f"ratio = method time / {base} time")
+    header = (f"{'method':<36} | {'fwd s':>7} | {'fwd+bwd s':>9} | {'peak MiB':>8} | {'mean loss':>9} | "
               f"{'ratio fwd':>9} | {'ratio f+b':>9}")
     print(header)
     print("-" * len(header))
     for m in methods:
         r = results[m]
         if r is None:
-            print(f"{m:<30} | failed")
+            print(f"{m:<36} | failed")
             continue
-        print(f"{m:<30} | {r['fwd']:>7.3f} | {r['total']:>9.3f} | {r['peak_mb']:>8.0f} | "
+        print(f"{m:<36} | {r['fwd']:>7.3f} | {r['total']:>9.3f} | {r['peak_mb']:>8.0f} | "
               f"{r['value']:>9.4f} | {r['fwd'] / ours['fwd']:>9.2f} | {r['total'] / ours['total']:>9.2f}")
 
 

@@ -293,9 +293,11 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
             every step (the default); if :obj:`False`, keep those of the initial
             pose for every kernel E-step and the final :math:`\kappa` (the robust
             E-step's radius follows its own bandwidth). (default: :obj:`True`)
-        backend (str, optional): :obj:`"dense"` (padded per-graph matrices),
-            :obj:`"pairs"` (explicit neighbour list, O(N + M + E) memory) or
-            :obj:`"auto"`. (default: :obj:`"auto"`)
+        backend (str, optional): :obj:`"native"` (the fused C++/CUDA kernel,
+            O(N + M) memory), :obj:`"dense"` (padded per-graph matrices, pure
+            torch), :obj:`"pairs"` (streamed neighbour pairs, pure torch) or
+            :obj:`"auto"` (native when built, else dense for molecule-sized graphs,
+            else pairs). (default: :obj:`"auto"`)
         radius_backend (str, optional): Neighbour search of the :obj:`"pairs"`
             backend, see :func:`radius_pairs`. (default: :obj:`"auto"`)
         num_graphs (int, optional): :math:`B`, if trailing graphs are empty. (default: :obj:`None`)
@@ -351,10 +353,12 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
         nx = torch.bincount(batch_x, minlength=num_graphs)
         ny = torch.bincount(batch_y, minlength=num_graphs)
         per_graph = int((nx.max() * ny.max()).item()) if num_graphs else 0
-        if per_graph <= _DENSE_PER_GRAPH and num_graphs * per_graph <= _DENSE_TOTAL:
+        if native.supports(x):
+            backend = "native"
+        elif per_graph <= _DENSE_PER_GRAPH and num_graphs * per_graph <= _DENSE_TOTAL:
             backend = "dense"
         else:
-            backend = "native" if native.supports(x) else "pairs"
+            backend = "pairs"
     elif backend == "native" and not native.supports(x):
         raise ValueError("backend='native' needs the built extension and float32/float64 inputs on a "
                          "supported device (tg_rapidalign.ops.native.AVAILABLE is "
