@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace tg_rapidalign {
 
@@ -150,5 +151,26 @@ struct Bands {
 };
 
 Bands make_bands(const at::Tensor& sigmas, const at::Tensor& coefs);
+
+// Argument checks shared by the CPU and CUDA kernels (the Python wrappers
+// validate user input; these guard direct calls of the ops).
+inline void check_radius_inputs(const at::Tensor& x, const at::Tensor& y) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 && y.dim() == 2 && y.size(1) == 3,
+              "radius_pairs: x and y must have shape [N, 3]");
+}
+
+inline void check_row_sums_inputs(const at::Tensor& a, const at::Tensor& b, const at::Tensor& cb) {
+  TORCH_CHECK(a.dim() == 2 && a.size(1) == 3 && b.dim() == 2 && b.size(1) == 3,
+              "kernel_row_sums: a and b must have shape [N, 3]");
+  TORCH_CHECK(cb.dim() == 2 && cb.size(0) == b.size(0), "kernel_row_sums: cb must have shape [M, C]");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type() && a.scalar_type() == cb.scalar_type(),
+              "kernel_row_sums: a, b and cb must share a dtype");
+}
+
+// The squared cutoff in the input dtype; r <= 0 (no cutoff) gives infinity.
+template <typename scalar_t>
+inline scalar_t cut2(double r) {
+  return r > 0 ? static_cast<scalar_t>(r * r) : std::numeric_limits<scalar_t>::infinity();
+}
 
 }  // namespace tg_rapidalign

@@ -10,8 +10,7 @@ namespace {
 
 at::Tensor radius_pairs_cpu(const at::Tensor& x_, const at::Tensor& y_, double r, const at::Tensor& batch_x_,
                             const at::Tensor& batch_y_, int64_t num_graphs) {
-  TORCH_CHECK(x_.dim() == 2 && x_.size(1) == 3 && y_.dim() == 2 && y_.size(1) == 3,
-              "radius_pairs: x and y must have shape [N, 3]");
+  check_radius_inputs(x_, y_);
   auto x = x_.contiguous();
   auto batch_x = batch_x_.to(at::kLong).contiguous();
   const int64_t n = x.size(0);

@@ -15,11 +15,6 @@
 namespace tg_rapidalign {
 namespace {
 
-template <typename scalar_t>
-scalar_t cut2(double r) {
-  return r > 0 ? static_cast<scalar_t>(r * r) : std::numeric_limits<scalar_t>::infinity();
-}
-
 template <typename scalar_t, typename acc_t>
 struct RowSum {
   const scalar_t* cb;
@@ -118,18 +113,10 @@ __global__ void backward_b_kernel(const scalar_t* b, const scalar_t* cb, const i
   for (int d = 0; d < 3; ++d) grad_b[3 * j + d] = static_cast<scalar_t>(f.gb[d]);
 }
 
-void check_inputs(const at::Tensor& a, const at::Tensor& b, const at::Tensor& cb) {
-  TORCH_CHECK(a.dim() == 2 && a.size(1) == 3 && b.dim() == 2 && b.size(1) == 3,
-              "kernel_row_sums: a and b must have shape [N, 3]");
-  TORCH_CHECK(cb.dim() == 2 && cb.size(0) == b.size(0), "kernel_row_sums: cb must have shape [M, C]");
-  TORCH_CHECK(a.scalar_type() == b.scalar_type() && a.scalar_type() == cb.scalar_type(),
-              "kernel_row_sums: a, b and cb must share a dtype");
-}
-
 at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                 const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
                                 const at::Tensor& coefs, double r, int64_t num_graphs) {
-  check_inputs(a_, b_, cb_);
+  check_row_sums_inputs(a_, b_, cb_);
   c10::cuda::CUDAGuard guard(a_.device());
   auto a = a_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous();
@@ -155,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
     const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
     const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas, const at::Tensor& coefs,
     double r, int64_t num_graphs, bool need_a, bool need_b) {
-  check_inputs(a_, b_, cb_);
+  check_row_sums_inputs(a_, b_, cb_);
   c10::cuda::CUDAGuard guard(a_.device());
   auto a = a_.contiguous(), b = b_.contiguous(), cb = cb_.contiguous(), grad = grad_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous(), batch_b = batch_b_.to(at::kLong).contiguous();
