@@ -509,3 +509,20 @@ def test_pair_backend_streams_chunks(monkeypatch):
             assert torch.allclose(out[0].loss, o.loss, rtol=1e-10)
             assert torch.allclose(out[0].R, o.R, atol=1e-10)
             assert torch.allclose(grads[0], g, atol=1e-10)
+
+
+def test_pair_backend_streams_with_the_default_radius_backend(monkeypatch):
+    """The pure-torch pair backend keeps its bounded memory when the native
+    extension is built: its default neighbour search is the streaming grid."""
+    from tg_rapidalign.neighbors import radius
+    calls = []
+    original = radius.grid_radius_chunks
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        yield from original(*args, **kwargs)
+    monkeypatch.setattr(radius, "grid_radius_chunks", counting)
+    gen = torch.Generator().manual_seed(14)
+    y = chain(300, gen)
+    se3_kernel_alignment(y + 0.1, y, sigma=1.0, backend="pairs")
+    assert calls

@@ -158,9 +158,10 @@ def radius_pair_chunks(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y:
                        num_graphs: int, backend: str = "auto"):
     """The pairs of :func:`radius_pairs` as ``(i, j)`` chunks of whole rows of ``x``
     (the grid backend streams them; the others give one chunk), for
-    consumers that reduce pairs as they come. Inputs are assumed valid."""
+    consumers that reduce pairs as they come. ``"auto"`` is the streaming grid:
+    a consumer of chunks wants bounded memory. Inputs are assumed valid."""
     if backend == "auto":
-        backend = pick_backend(x, y)
+        backend = "grid"
     if backend == "grid":
         yield from grid_radius_chunks(x.detach(), y.detach(), r, batch_x, batch_y, num_graphs)
         return

@@ -13,10 +13,11 @@ a sum over same-graph pairs within the cutoff radius of the moved set
   :func:`tg_rapidalign.functional.alignment._pose_from_moments` solves the
   next pose.
 
-Two evaluators hold a batch: :class:`DenseCorrelation` (padded per-graph
-``[B, n, m]`` matrices; best for molecule-sized graphs) and
-:class:`PairCorrelation` (an explicit list of neighbour pairs, O(N + M + E)
-memory, for large graphs). Both are differentiable by autograd.
+Evaluators hold a batch: :class:`DenseCorrelation` (padded per-graph
+``[B, n, m]`` matrices; :class:`BucketedDense` splits large batches by graph
+size) and :class:`PairCorrelation` (per-row reductions over the neighbour pairs:
+the fused native kernel, or pure-torch pairs streamed in chunks; O(N + M)
+memory). All are differentiable by autograd.
 """
 from __future__ import annotations
 

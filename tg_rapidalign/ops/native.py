@@ -29,10 +29,8 @@ from torch import Tensor
 try:
     from .. import _C  # noqa: F401  (loading it registers the ops)
     AVAILABLE = True
-    _ERROR = None
 except ImportError as err:  # pragma: no cover - depends on the install
     AVAILABLE = False
-    _ERROR = err
     warnings.warn(f"tg_rapidalign: the native extension is not built ({err}); using the pure-torch "
                   "paths, which are slower. Reinstall with a C++ compiler available "
                   "(bash scripts/setup.sh test) to build it.", RuntimeWarning, stacklevel=2)
@@ -40,18 +38,19 @@ except ImportError as err:  # pragma: no cover - depends on the install
 MAX_BANDS = 16
 
 
-def supports(*tensors: Tensor, bands: int = 1) -> bool:
+def supports(points: Tensor, bands: int = 1) -> bool:
     """Whether the native ops handle these inputs: built, float32/float64 points
     of dimension at most 3 (fewer are zero-padded) on CPU (or CUDA when compiled
     with it), at most ``MAX_BANDS`` bands."""
     if not AVAILABLE or bands > MAX_BANDS:
         return False
-    first = tensors[0]
-    if first.dim() != 2 or not 1 <= first.size(1) <= 3 or first.dtype not in (torch.float32, torch.float64):
+    if points.dim() != 2 or not 1 <= points.size(1) <= 3:
         return False
-    if first.is_cuda:
+    if points.dtype not in (torch.float32, torch.float64):
+        return False
+    if points.is_cuda:
         return torch._C._dispatch_has_kernel_for_dispatch_key("tg_rapidalign::kernel_row_sums", "CUDA")
-    return first.device.type == "cpu"
+    return points.device.type == "cpu"
 
 
 def _radius(r: Optional[float]) -> float:
