@@ -3,6 +3,7 @@ padded dense torch implementation, forward and forward+backward, one run.
 
     python benchmarks/bench_alignment.py                   # 10k graphs of 10-50 nodes
     python benchmarks/bench_alignment.py --graphs 2000 --repeats 3
+    python benchmarks/bench_alignment.py --device cuda --graphs 100000
 
 Each graph: y ~ N(0, 1.5^2 I), x = y + N(0, 0.1^2 I) (paired nodes), sigma = 1,
 cutoff 3, one EM step, pose detached, float32, loss -log(cosine). Every
@@ -21,7 +22,7 @@ import time
 SIGMA, CUTOFF = 1.0, 3.0
 
 
-def make_data(num_graphs: int):
+def make_data(num_graphs: int, device: str = "cpu"):
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -29,7 +30,7 @@ def make_data(num_graphs: int):
     batch = torch.repeat_interleave(torch.arange(num_graphs), sizes)
     y = torch.randn(int(sizes.sum()), 3, generator=gen) * 1.5
     x = y + 0.1 * torch.randn(y.shape, generator=gen)
-    return x.requires_grad_(True), y, batch
+    return x.to(device).requires_grad_(True), y.to(device), batch.to(device)
 
 
 def dense_torch_loss(x, y, batch, num_graphs):
@@ -67,13 +68,17 @@ def dense_torch_loss(x, y, batch, num_graphs):
     return -torch.log(kxy / torch.sqrt(kxx * kyy) + 1e-8)
 
 
-def run_case(method: str, num_graphs: int, repeats: int, threads: int) -> dict:
+def run_case(method: str, num_graphs: int, repeats: int, threads: int, device: str) -> dict:
     import resource
 
     import torch
 
     torch.set_num_threads(threads)
-    x, y, batch = make_data(num_graphs)
+    x, y, batch = make_data(num_graphs, device)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
     if method == "dense_torch":
         def step():
             return dense_torch_loss(x, y, batch, num_graphs).sum()
@@ -87,15 +92,21 @@ def run_case(method: str, num_graphs: int, repeats: int, threads: int) -> dict:
 
     def once():
         x.grad = None
+        sync()
         t0 = time.perf_counter()
         v = step()
+        sync()
         t1 = time.perf_counter()
         v.backward()
+        sync()
         return t1 - t0, time.perf_counter() - t0, float(v)
 
     once()
     runs = [once() for _ in range(repeats)]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return dict(method=method, fwd=min(r[0] for r in runs), total=min(r[1] for r in runs), peak_mb=peak,
                 value=runs[0][2] / num_graphs)
 
@@ -105,10 +116,11 @@ def main():
     parser.add_argument("--graphs", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.graphs, args.repeats, args.threads)))
+        print(json.dumps(run_case(args.case, args.graphs, args.repeats, args.threads, args.device)))
         return
     from tg_rapidalign.ops import native
     backends = (["native"] if native.AVAILABLE else []) + ["dense"]
@@ -117,7 +129,8 @@ def main():
     results = {}
     for m in methods:
         proc = subprocess.run([sys.executable, __file__, "--case", m, "--graphs", str(args.graphs),
-                               "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                               "--repeats", str(args.repeats), "--threads", str(args.threads),
+                               "--device", args.device],
                               capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         results[m] = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
@@ -125,8 +138,9 @@ def main():
               flush=True)
     base = methods[0]
     ours = results[base]
+    where = f"{args.threads} threads" if args.device == "cpu" else "cuda"
     print(f"\nSE(3) kernel alignment loss, {args.graphs} graphs of 10-50 nodes, sigma={SIGMA}, "
-          f"cutoff={CUTOFF}, 1 EM step, float32, {args.threads} threads; best of {args.repeats}; "
+          f"cutoff={CUTOFF}, 1 EM step, float32, {where}; best of {args.repeats}; "
           f"ratio = method time / {base} time")
     header = (f"{'method':<36} | {'fwd s':>7} | {'fwd+bwd s':>9} | {'peak MiB':>8} | {'mean loss':>9} | "
               f"{'ratio fwd':>9} | {'ratio f+b':>9}")

@@ -3,14 +3,17 @@ torch vs radius pairs + scatter vs GeomLoss, one run.
 
     python benchmarks/bench_mmd.py                  # N = M in 1k, 5k, 20k, 100k
     python benchmarks/bench_mmd.py --sizes 1000 5000 --repeats 3
-    python benchmarks/bench_mmd.py --device cuda    # on a GPU (adds KeOps at 1M with --sizes)
+    python benchmarks/bench_mmd.py --device cuda --sigma 0.01 --sizes 100000 1000000   # on a GPU
 
-Points uniform in the unit cube, sigma = 0.1, cutoff 3 (GeomLoss: truncate=3),
+Points uniform in the unit cube, sigma = 0.1 (--sigma), cutoff 3 (GeomLoss: truncate=3),
 float32. Methods: ``native`` (the fused C++/CUDA kernel), ``tiled`` (the pure-torch
 block-sparse path), ``dense_torch`` (all pairs), ``radius+scatter`` (the same sums
 from an explicit pair list: torch-cluster's radius when installed, else the
-library's pure-torch grid, then per-pair kernels and ``scatter``), and GeomLoss
-``tensorized`` / ``online`` / ``multiscale`` when installed. Each (method, N) runs
+library's own native radius search (else its pure-torch grid), then per-pair
+kernels and ``scatter``), and GeomLoss
+``tensorized`` / ``online`` / ``multiscale`` when installed; on a GPU also
+``triton_online`` (benchmarks/triton_online.py: a KeOps-online-style brute-force
+sum in Triton, forward only, compared on forward time). Each (method, N) runs
 in a fresh subprocess so that its peak memory is its own; methods whose estimated
 memory exceeds --max-gb are skipped. ratio = method time / native time; Mpairs/s
 counts the pairs within the cutoff (both self terms and the cross term).
@@ -27,16 +30,23 @@ import time
 SIGMA, CUTOFF = 0.1, 3.0
 
 
+def radius_peer() -> str:
+    """The fastest radius search installed for the pair-list peer."""
+    if importlib.util.find_spec("torch_cluster"):
+        return "torch_cluster"
+    from tg_rapidalign.ops import native
+    return "native" if native.AVAILABLE else "grid"
+
+
 def radius_scatter_mmd(x, y):
     """MMD from explicit radius pairs and scatter sums (the usual PyG recipe)."""
-    import importlib.util
 
     import torch
     from torch_geometric.utils import scatter
 
     from tg_rapidalign import radius_pairs
 
-    backend = "torch_cluster" if importlib.util.find_spec("torch_cluster") else "grid"
+    backend = radius_peer()
     r = CUTOFF * SIGMA
 
     def term(a, b):
@@ -67,10 +77,13 @@ def count_pairs(x, y) -> int:
     return int(round(total))
 
 
-def run_case(method: str, n: int, repeats: int, threads: int, device: str) -> dict:
+def run_case(method: str, n: int, repeats: int, threads: int, device: str, sigma: float) -> dict:
     import resource
 
     import torch
+
+    global SIGMA
+    SIGMA = sigma
 
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
@@ -92,6 +105,12 @@ def run_case(method: str, n: int, repeats: int, threads: int, device: str) -> di
 
         def step():
             return k(x, x) + k(y, y) - 2 * k(x, y)
+    elif method == "triton_online":
+        sys.path.insert(0, __file__.rsplit("/", 1)[0])
+        from triton_online import mmd
+
+        def step():
+            return mmd(x, y, SIGMA)
     else:
         from geomloss import SamplesLoss
         backend = method.split(":")[1]
@@ -112,6 +131,8 @@ def run_case(method: str, n: int, repeats: int, threads: int, device: str) -> di
         v = step()
         sync()
         t1 = time.perf_counter()
+        if not v.requires_grad:  # a forward-only peer
+            return t1 - t0, float("nan"), float(v)
         v.backward()
         sync()
         return t1 - t0, time.perf_counter() - t0, float(v)
@@ -143,17 +164,22 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-gb", type=float, default=16.0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--methods", nargs="+", help="run only these methods (default: all available)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SIGMA
+    SIGMA = args.sigma
     if args.case:
         method, n = args.case.rsplit("@", 1)
-        print(json.dumps(run_case(method, int(n), args.repeats, args.threads, args.device)))
+        print(json.dumps(run_case(method, int(n), args.repeats, args.threads, args.device, args.sigma)))
         return
 
     from tg_rapidalign.ops import native
     methods = (["tg_rapidalign:native"] if native.AVAILABLE else []) + \
         ["tg_rapidalign:tiled", "dense_torch", "radius+scatter"]
+    if args.device == "cuda" and importlib.util.find_spec("triton"):
+        methods.append("triton_online")
     if importlib.util.find_spec("geomloss") and importlib.util.find_spec("pykeops"):
         methods += ["geomloss:tensorized", "geomloss:online", "geomloss:multiscale"]
     else:
@@ -166,21 +192,24 @@ def main():
             if estimated_gb(m, n) > args.max_gb:
                 results[m, n] = None
                 continue
-            if m == "geomloss:online" and n > 20000:
+            brute_force_limit = 20000 if args.device == "cpu" else 1_000_000
+            if m in ("geomloss:online", "triton_online") and n > brute_force_limit:
                 results[m, n] = None  # O(N^2) time: minutes per call
                 continue
             cmd = [sys.executable, __file__, "--case", f"{m}@{n}", "--repeats", str(args.repeats),
-                   "--threads", str(args.threads), "--device", args.device]
+                   "--threads", str(args.threads), "--device", args.device, "--sigma", str(args.sigma)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             results[m, n] = json.loads(lines[-1]) if proc.returncode == 0 and lines else "failed"
-            print(f"  {m:<22} N={n:<7} {'ok' if isinstance(results[m, n], dict) else 'failed'}",
-                  file=sys.stderr, flush=True)
+            status = "ok" if isinstance(results[m, n], dict) else "failed: " + proc.stderr[-600:]
+            print(f"  {m:<22} N={n:<7} {status}", file=sys.stderr, flush=True)
 
     base = methods[0]
     where = f"{args.threads} threads" if args.device == "cpu" else "cuda"
-    print(f"\nkernel MMD, sigma={SIGMA}, cutoff={CUTOFF}, float32, {where}; best of {args.repeats}; "
-          f"ratio = method fwd+bwd time / {base} fwd+bwd time")
+    print(f"\nkernel MMD, sigma={args.sigma}, cutoff={CUTOFF}, float32, {where}; best of {args.repeats}; "
+          f"ratio = method fwd+bwd time / {base} fwd+bwd time (forward-only peers: fwd time); "
+          f"radius+scatter uses the "
+          f"{radius_peer()} radius search")
     header = (f"{'N':>7} | {'method':<22} | {'fwd s':>8} | {'fwd+bwd s':>9} | {'peak MiB':>8} | "
               f"{'Mpairs/s':>8} | {'ratio':>6}")
     print(header)
@@ -190,10 +219,12 @@ def main():
         for m in methods:
             r = results[m, n]
             if not isinstance(r, dict):
-                reason = "skipped (memory or time)" if r is None else "failed (out of memory?)"
+                reason = "skipped (memory or time)" if r is None else "failed (error above)"
                 print(f"{n:>7} | {m:<22} | {reason}")
                 continue
-            ratio = r["total"] / ours["total"] if isinstance(ours, dict) else float("nan")
+            # Forward-only peers are compared on forward time.
+            key = "fwd" if r["total"] != r["total"] else "total"
+            ratio = r[key] / ours[key] if isinstance(ours, dict) else float("nan")
             rate = f"{r['pairs'] / r['fwd'] / 1e6:>8.0f}" if r.get("pairs") else f"{'':>8}"
             print(f"{n:>7} | {m:<22} | {r['fwd']:>8.3f} | {r['total']:>9.3f} | {r['peak_mb']:>8.0f} | "
                   f"{rate} | {ratio:>6.2f}")

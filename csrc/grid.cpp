@@ -2,20 +2,24 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 namespace tg_rapidalign {
 
 GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, const at::Tensor& b,
                             const at::Tensor& batch_b, double r, int64_t num_graphs) {
   GridParams p{};
-  // Bounding box of both sets (each reduced in its own dtype; no copies).
-  auto lo_hi = [](const at::Tensor& t) {
-    return std::make_pair(std::get<0>(t.min(0)).to(at::kDouble).cpu(), std::get<0>(t.max(0)).to(at::kDouble).cpu());
-  };
-  auto ba_ = a.size(0) ? lo_hi(a) : lo_hi(b);
-  auto bb_ = b.size(0) ? lo_hi(b) : ba_;
-  auto lo = at::minimum(ba_.first, bb_.first);
-  auto hi = at::maximum(ba_.second, bb_.second);
+  // Bounding box of both sets (each reduced in its own dtype, no copies of the
+  // points), brought to the host in one transfer.
+  std::vector<at::Tensor> ends;
+  for (const at::Tensor* t : {&a, &b}) {
+    if (t->size(0) > 0) {
+      ends.push_back(t->amin(0).to(at::kDouble));
+      ends.push_back(t->amax(0).to(at::kDouble));
+    }
+  }
+  auto box = at::stack(ends).cpu().view({-1, 2, 3});
+  auto lo = std::get<0>(box.select(1, 0).min(0)), hi = std::get<0>(box.select(1, 1).max(0));
   double extent = 0.0;
   for (int d = 0; d < 3; ++d) {
     p.lo[d] = lo[d].item<double>();
@@ -28,8 +32,10 @@ GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, cons
   // cloud: each query then scans its own graph's points, with no empty cells.
   int64_t largest = 0;
   for (const at::Tensor* batch : {&batch_a, &batch_b}) {
-    if (batch->numel() > 0) {
+    if (batch->numel() > kGraphCellPoints && num_graphs > 1) {
       largest = std::max(largest, at::bincount(batch->to(at::kLong).flatten()).max().item<int64_t>());
+    } else {
+      largest = std::max(largest, batch->numel());  // exact for one graph, a bound otherwise
     }
   }
   if (no_cutoff || r >= extent || largest <= kGraphCellPoints) {

@@ -18,11 +18,12 @@ from torch import Tensor
 from torch_geometric.utils import degree
 
 from ._validation import check_positive_scalar
+from .segments import graph_sizes, graph_sum
 
 
 def uniform_weights(batch: Tensor, num_graphs: int, dtype=torch.float32) -> Tensor:
     """``1 / n_g`` for every node of graph ``g``."""
-    counts = torch.bincount(batch, minlength=num_graphs).to(dtype)
+    counts = graph_sizes(batch, num_graphs).to(dtype)
     return 1.0 / counts.clamp_min(1)[batch]
 
 
@@ -98,7 +99,7 @@ def _cap(w: Tensor, batch: Tensor, num_graphs: int, ratio: float) -> Tensor:
 
 
 def _normalise(weight: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-    total = weight.new_zeros(num_graphs).index_add_(0, batch, weight)
+    total = graph_sum(weight, batch, num_graphs)
     # A zero-mass graph divides by one instead of zero: its weights stay zero.
     safe = torch.where(total > 0, total, torch.ones_like(total))
     return weight / safe[batch]

@@ -30,8 +30,21 @@ __device__ __forceinline__ void visit_neighbours(const scalar_t* q, int64_t g, c
   for_each_column(q, g, p, column);
 }
 
+// Threads run over queries in cell order (a sorted grid of the query set), so
+// the 32 threads of a warp scan the same cells: coalesced, cached loads and
+// little divergence.
 constexpr int kThreads = 256;
 
 inline int64_t blocks_for(int64_t n) { return (n + kThreads - 1) / kThreads; }
+
+__device__ __forceinline__ int64_t thread_index() {
+  return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
 
 }  // namespace tg_rapidalign

@@ -1,5 +1,6 @@
-// Exact radius search on CUDA: grid by sorting cell ids, one thread per query
-// point; a counting pass and a writing pass at the exclusive prefix sum.
+// Exact radius search on CUDA: grids by sorting cell ids, one thread per query
+// point (in cell order); a counting pass and a writing pass at the exclusive
+// prefix sum, so rows come out grouped by query in input order.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -28,24 +29,26 @@ struct WritePairs {
   }
 };
 
+// xs, gx, perm_x: the query set in cell order, its graph ids and input indices.
 template <typename scalar_t>
-__global__ void count_kernel(const scalar_t* x, const int64_t* bx, int64_t n, CellIndex index, const scalar_t* ys,
-                             GridParams p, scalar_t r2, int64_t* counts) {
-  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
+__global__ void count_kernel(const scalar_t* xs, const int64_t* gx, const int64_t* perm_x, int64_t n,
+                             CellIndex index, const scalar_t* ys, GridParams p, scalar_t r2, int64_t* counts) {
+  const int64_t t = thread_index();
+  if (t >= n) return;
   CountPairs<scalar_t> f;
-  visit_neighbours(x + 3 * i, bx[i], index, ys, p, r2, f);
-  counts[i] = f.count;
+  visit_neighbours(xs + 3 * t, gx[t], index, ys, p, r2, f);
+  counts[perm_x[t]] = f.count;
 }
 
 template <typename scalar_t>
-__global__ void write_kernel(const scalar_t* x, const int64_t* bx, int64_t n, CellIndex index, const scalar_t* ys,
-                             const int64_t* perm, GridParams p, scalar_t r2, const int64_t* offsets,
-                             int64_t* rows, int64_t* cols) {
-  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  WritePairs f{i, offsets[i], rows, cols, perm};
-  visit_neighbours(x + 3 * i, bx[i], index, ys, p, r2, f);
+__global__ void write_kernel(const scalar_t* xs, const int64_t* gx, const int64_t* perm_x, int64_t n,
+                             CellIndex index, const scalar_t* ys, const int64_t* perm_y, GridParams p, scalar_t r2,
+                             const int64_t* offsets, int64_t* rows, int64_t* cols) {
+  const int64_t t = thread_index();
+  if (t >= n) return;
+  const int64_t i = perm_x[t];
+  WritePairs f{i, offsets[i], rows, cols, perm_y};
+  visit_neighbours(xs + 3 * t, gx[t], index, ys, p, r2, f);
 }
 
 at::Tensor radius_pairs_cuda(const at::Tensor& x_, const at::Tensor& y_, double r, const at::Tensor& batch_x_,
@@ -58,23 +61,27 @@ at::Tensor radius_pairs_cuda(const at::Tensor& x_, const at::Tensor& y_, double 
   if (n == 0 || y_.size(0) == 0) return at::empty({2, 0}, x.options().dtype(at::kLong));
   GridParams p = make_grid_params(x, batch_x, y_, batch_y_, r, num_graphs);
   SortedGrid grid = sort_by_cell(y_.contiguous(), batch_y_, p, num_graphs);
+  SortedGrid queries = sort_by_cell(x, batch_x, p, num_graphs);
+  auto gx = batch_x.index_select(0, queries.perm).contiguous();
   auto counts = at::zeros({n}, x.options().dtype(at::kLong));
   auto stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "radius_pairs_cuda", [&] {
     const scalar_t r2 = static_cast<scalar_t>(r * r);
     count_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), batch_x.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
-        p, r2, counts.data_ptr<int64_t>());
+        queries.pos.data_ptr<scalar_t>(), gx.data_ptr<int64_t>(), queries.perm.data_ptr<int64_t>(), n,
+        cell_index(grid), grid.pos.data_ptr<scalar_t>(), p, r2, counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     auto offsets = at::cumsum(counts, 0) - counts;
     const int64_t total = (offsets[n - 1] + counts[n - 1]).item<int64_t>();
     out = at::empty({2, total}, x.options().dtype(at::kLong));
-    write_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        x.data_ptr<scalar_t>(), batch_x.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
-        grid.perm.data_ptr<int64_t>(), p, r2, offsets.data_ptr<int64_t>(), out.data_ptr<int64_t>(),
-        out.data_ptr<int64_t>() + total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (total > 0) {
+      write_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
+          queries.pos.data_ptr<scalar_t>(), gx.data_ptr<int64_t>(), queries.perm.data_ptr<int64_t>(), n,
+          cell_index(grid), grid.pos.data_ptr<scalar_t>(), grid.perm.data_ptr<int64_t>(), p, r2,
+          offsets.data_ptr<int64_t>(), out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   });
   return out;
 }

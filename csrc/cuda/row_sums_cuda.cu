@@ -1,7 +1,9 @@
-// Fused kernel row sums on CUDA: one thread per row (a point for the forward
-// and the a-side of the backward, b point for the b-side), so rows need no
-// atomics; the bandwidth and mixture gradients are reduced per thread, then
-// added atomically once per thread.
+// Fused kernel row sums on CUDA. One thread per row, threads in cell order (the
+// row set is sorted into the same grid as the scanned set), so rows need no
+// atomics and a warp reads the same cells. Channel sums stay in registers for
+// the channel counts the library uses (1, 2 and the alignment's 5); the
+// single-band kernel keeps its constants in registers too. The bandwidth and
+// mixture gradients are reduced per warp by shuffles, then added atomically.
 #include <ATen/AccumulateType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -9,131 +11,241 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <type_traits>
 
 #include "neighbours.cuh"
 
 namespace tg_rapidalign {
 namespace {
 
-template <typename scalar_t, typename acc_t>
-struct RowSum {
-  const scalar_t* cb;
-  int64_t channels;
-  scalar_t* out;
-  Bands bands;
-  __device__ void operator()(int64_t j, scalar_t d2) {
-    acc_t k = 0;
-    for (int q = 0; q < bands.count; ++q) k += acc_t(bands.coef[q]) * exp(-acc_t(d2) * acc_t(bands.inv2[q]));
-    for (int64_t c = 0; c < channels; ++c) out[c] += static_cast<scalar_t>(k * acc_t(cb[channels * j + c]));
+// The mixture's constants in the accumulation type: NB > 0 bands known at
+// compile time (registers), NB == 0 up to kMaxBands read at run time.
+template <typename acc_t, int NB>
+struct DeviceBands {
+  static constexpr int kCap = NB > 0 ? NB : kMaxBands;
+  int count;
+  acc_t inv2[kCap], coef[kCap], inv_s3[kCap];
+
+  __device__ explicit DeviceBands(const Bands& b) : count(NB > 0 ? NB : b.count) {
+    for (int q = 0; q < count; ++q) {
+      inv2[q] = acc_t(b.inv2[q]);
+      coef[q] = acc_t(b.coef[q]);
+      inv_s3[q] = acc_t(1.0 / (b.sigma[q] * b.sigma[q] * b.sigma[q]));
+    }
+  }
+  __device__ __forceinline__ int n() const { return NB > 0 ? NB : count; }
+};
+
+// Register accumulators for NC > 0 channels; NC == 0 adds straight to memory.
+template <typename acc_t, int NC>
+struct ChannelAcc {
+  acc_t v[NC > 0 ? NC : 1];
+  __device__ ChannelAcc() {
+    for (int c = 0; c < (NC > 0 ? NC : 1); ++c) v[c] = acc_t(0);
   }
 };
 
-template <typename scalar_t, typename acc_t>
-__global__ void forward_kernel(const scalar_t* a, const int64_t* ba, int64_t n, CellIndex index, const scalar_t* bs,
-                               const scalar_t* cbs, int64_t channels, GridParams p, Bands bands, scalar_t r2,
-                               scalar_t* out) {
-  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  RowSum<scalar_t, acc_t> f{cbs, channels, out + channels * i, bands};
-  visit_neighbours(a + 3 * i, ba[i], index, bs, p, r2, f);
+template <typename scalar_t, typename acc_t, int NC, int NB>
+struct RowSum {
+  const scalar_t* cbs;  // [M, C] channels in sorted order
+  int64_t channels;
+  scalar_t* out;  // the row's output
+  DeviceBands<acc_t, NB> bands;
+  ChannelAcc<acc_t, NC> acc;
+  __device__ void operator()(int64_t j, scalar_t d2) {
+    acc_t k = 0;
+    for (int q = 0; q < bands.n(); ++q) k += bands.coef[q] * exp(-acc_t(d2) * bands.inv2[q]);
+    if constexpr (NC > 0) {
+      for (int c = 0; c < NC; ++c) acc.v[c] += k * acc_t(cbs[NC * j + c]);
+    } else {
+      for (int64_t c = 0; c < channels; ++c) out[c] += static_cast<scalar_t>(k * acc_t(cbs[channels * j + c]));
+    }
+  }
+  __device__ void finish() {
+    if constexpr (NC > 0) {
+      for (int c = 0; c < NC; ++c) out[c] = static_cast<scalar_t>(acc.v[c]);
+    }
+  }
+};
+
+// as, ga, perm_a: the rows in cell order, their graph ids and input indices.
+template <typename scalar_t, int NC, int NB>
+__global__ void forward_kernel(const scalar_t* as, const int64_t* ga, const int64_t* perm_a, int64_t n,
+                               CellIndex index, const scalar_t* bs, const scalar_t* cbs, int64_t channels,
+                               GridParams p, Bands bands, scalar_t r2, scalar_t* out) {
+  using acc_t = at::acc_type<scalar_t, true>;
+  const int64_t t = thread_index();
+  if (t >= n) return;
+  RowSum<scalar_t, acc_t, NC, NB> f{cbs, channels, out + channels * perm_a[t], DeviceBands<acc_t, NB>(bands), {}};
+  visit_neighbours(as + 3 * t, ga[t], index, bs, p, r2, f);
+  f.finish();
 }
 
 // a side of the backward: grad_a[i] and the per-thread bandwidth / mixture sums.
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int NC, int NB>
 struct ASide {
-  const scalar_t *ai, *gi, *bs, *cbs;
+  const scalar_t *ai, *bs, *cbs;
   int64_t channels;
-  Bands bands;
-  acc_t ga[3];
-  acc_t gsig[kMaxBands];
-  acc_t gcoef[kMaxBands];
+  DeviceBands<acc_t, NB> bands;
+  ChannelAcc<acc_t, NC> gi;  // the row's incoming gradient (NC > 0)
+  const scalar_t* gi_mem;    // ... or in memory (NC == 0)
+  acc_t ga[3] = {0, 0, 0};
+  acc_t gsig[DeviceBands<acc_t, NB>::kCap];
+  acc_t gcoef[DeviceBands<acc_t, NB>::kCap];
+
   __device__ void operator()(int64_t j, scalar_t d2) {
     acc_t s = 0;
-    for (int64_t c = 0; c < channels; ++c) s += acc_t(gi[c]) * acc_t(cbs[channels * j + c]);
+    if constexpr (NC > 0) {
+      for (int c = 0; c < NC; ++c) s += gi.v[c] * acc_t(cbs[NC * j + c]);
+    } else {
+      for (int64_t c = 0; c < channels; ++c) s += acc_t(gi_mem[c]) * acc_t(cbs[channels * j + c]);
+    }
     acc_t slope = 0;
-    for (int q = 0; q < bands.count; ++q) {
-      acc_t e = exp(-acc_t(d2) * acc_t(bands.inv2[q]));
-      acc_t sg = acc_t(bands.sigma[q]);
-      slope += acc_t(bands.coef[q]) * e * acc_t(2 * bands.inv2[q]);
+    for (int q = 0; q < bands.n(); ++q) {
+      const acc_t e = exp(-acc_t(d2) * bands.inv2[q]);
+      const acc_t ce = bands.coef[q] * e;
+      slope += ce * (2 * bands.inv2[q]);
       gcoef[q] += s * e;
-      gsig[q] += s * acc_t(bands.coef[q]) * e * acc_t(d2) / (sg * sg * sg);
+      gsig[q] += s * ce * acc_t(d2) * bands.inv_s3[q];
     }
     for (int d = 0; d < 3; ++d) ga[d] -= s * slope * (acc_t(ai[d]) - acc_t(bs[3 * j + d]));
   }
 };
 
-template <typename scalar_t, typename acc_t>
-__global__ void backward_a_kernel(const scalar_t* a, const scalar_t* grad, const int64_t* ba, int64_t n,
-                                  CellIndex index, const scalar_t* bs, const scalar_t* cbs, int64_t channels,
-                                  GridParams p, Bands bands, scalar_t r2, scalar_t* grad_a, double* band_grads) {
-  int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  ASide<scalar_t, acc_t> f{a + 3 * i, grad + channels * i, bs, cbs, channels, bands, {0, 0, 0}, {0}, {0}};
-  visit_neighbours(a + 3 * i, ba[i], index, bs, p, r2, f);
-  for (int d = 0; d < 3; ++d) grad_a[3 * i + d] = static_cast<scalar_t>(f.ga[d]);
-  for (int q = 0; q < bands.count; ++q) {
-    atomicAdd(band_grads + q, static_cast<double>(f.gsig[q]));
-    atomicAdd(band_grads + kMaxBands + q, static_cast<double>(f.gcoef[q]));
+template <typename scalar_t, int NC, int NB>
+__global__ void backward_a_kernel(const scalar_t* as, const int64_t* ga_ids, const int64_t* perm_a,
+                                  const scalar_t* grad, int64_t n, CellIndex index, const scalar_t* bs,
+                                  const scalar_t* cbs, int64_t channels, GridParams p, Bands bands, scalar_t r2,
+                                  scalar_t* grad_a, double* band_grads) {
+  using acc_t = at::acc_type<scalar_t, true>;
+  const int64_t t = thread_index();
+  const bool active = t < n;  // every lane takes part in the warp reductions below
+  const int64_t i = active ? perm_a[t] : 0;
+  ASide<scalar_t, acc_t, NC, NB> f{as + 3 * (active ? t : 0), bs, cbs, channels, DeviceBands<acc_t, NB>(bands),
+                                   {}, grad + channels * i};
+  for (int q = 0; q < f.bands.n(); ++q) f.gsig[q] = f.gcoef[q] = acc_t(0);
+  if (active) {
+    if constexpr (NC > 0) {
+      for (int c = 0; c < NC; ++c) f.gi.v[c] = acc_t(grad[NC * i + c]);
+    }
+    visit_neighbours(f.ai, ga_ids[t], index, bs, p, r2, f);
+    for (int d = 0; d < 3; ++d) grad_a[3 * i + d] = static_cast<scalar_t>(f.ga[d]);
+  }
+  const bool lead = (threadIdx.x & 31) == 0;
+  for (int q = 0; q < f.bands.n(); ++q) {
+    const double gs = warp_sum(static_cast<double>(f.gsig[q]));
+    const double gc = warp_sum(static_cast<double>(f.gcoef[q]));
+    if (lead) {
+      atomicAdd(band_grads + q, gs);
+      atomicAdd(band_grads + kMaxBands + q, gc);
+    }
   }
 }
 
 // b side of the backward: grad_b[j] and grad_cb[j] against the grid of a.
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int NC, int NB>
 struct BSide {
-  const scalar_t *bj, *cj, *as, *gs;
+  const scalar_t *bj, *cj, *as, *gs;  // gs: the incoming gradient rows in a's cell order
   int64_t channels;
-  Bands bands;
-  scalar_t* gcb;
-  acc_t gb[3];
+  DeviceBands<acc_t, NB> bands;
+  scalar_t* gcb_mem;
+  ChannelAcc<acc_t, NC> gcb, cjv;
+  acc_t gb[3] = {0, 0, 0};
+
   __device__ void operator()(int64_t i, scalar_t d2) {
     acc_t k = 0, slope = 0, s = 0;
-    for (int q = 0; q < bands.count; ++q) {
-      acc_t e = exp(-acc_t(d2) * acc_t(bands.inv2[q]));
-      k += acc_t(bands.coef[q]) * e;
-      slope += acc_t(bands.coef[q]) * e * acc_t(2 * bands.inv2[q]);
+    for (int q = 0; q < bands.n(); ++q) {
+      const acc_t ce = bands.coef[q] * exp(-acc_t(d2) * bands.inv2[q]);
+      k += ce;
+      slope += ce * (2 * bands.inv2[q]);
     }
-    for (int64_t c = 0; c < channels; ++c) {
-      acc_t g = acc_t(gs[channels * i + c]);
-      gcb[c] += static_cast<scalar_t>(k * g);
-      s += g * acc_t(cj[c]);
+    if constexpr (NC > 0) {
+      for (int c = 0; c < NC; ++c) {
+        const acc_t g = acc_t(gs[NC * i + c]);
+        gcb.v[c] += k * g;
+        s += g * cjv.v[c];
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) {
+        const acc_t g = acc_t(gs[channels * i + c]);
+        gcb_mem[c] += static_cast<scalar_t>(k * g);
+        s += g * acc_t(cj[c]);
+      }
     }
     for (int d = 0; d < 3; ++d) gb[d] += s * slope * (acc_t(as[3 * i + d]) - acc_t(bj[d]));
   }
 };
 
-template <typename scalar_t, typename acc_t>
-__global__ void backward_b_kernel(const scalar_t* b, const scalar_t* cb, const int64_t* bb, int64_t m,
-                                  CellIndex index, const scalar_t* as, const scalar_t* gs, int64_t channels,
-                                  GridParams p, Bands bands, scalar_t r2, scalar_t* grad_b, scalar_t* grad_cb) {
-  int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= m) return;
-  BSide<scalar_t, acc_t> f{b + 3 * j, cb + channels * j, as, gs, channels, bands, grad_cb + channels * j,
-                           {0, 0, 0}};
-  visit_neighbours(b + 3 * j, bb[j], index, as, p, r2, f);
+// bs, gb_ids, perm_b: the b points in cell order, their graph ids and input indices.
+template <typename scalar_t, int NC, int NB>
+__global__ void backward_b_kernel(const scalar_t* bs, const int64_t* gb_ids, const int64_t* perm_b,
+                                  const scalar_t* cb, int64_t m, CellIndex index, const scalar_t* as,
+                                  const scalar_t* gs, int64_t channels, GridParams p, Bands bands, scalar_t r2,
+                                  scalar_t* grad_b, scalar_t* grad_cb) {
+  using acc_t = at::acc_type<scalar_t, true>;
+  const int64_t t = thread_index();
+  if (t >= m) return;
+  const int64_t j = perm_b[t];
+  BSide<scalar_t, acc_t, NC, NB> f{bs + 3 * t, cb + channels * j, as, gs, channels,
+                                   DeviceBands<acc_t, NB>(bands), grad_cb + channels * j, {}, {}};
+  if constexpr (NC > 0) {
+    for (int c = 0; c < NC; ++c) f.cjv.v[c] = acc_t(cb[NC * j + c]);
+  }
+  visit_neighbours(f.bj, gb_ids[t], index, as, p, r2, f);
   for (int d = 0; d < 3; ++d) grad_b[3 * j + d] = static_cast<scalar_t>(f.gb[d]);
+  if constexpr (NC > 0) {
+    for (int c = 0; c < NC; ++c) grad_cb[NC * j + c] = static_cast<scalar_t>(f.gcb.v[c]);
+  }
 }
+
+// Calls f(std::integral_constant<int, NC>{}, std::integral_constant<int, NB>{})
+// with the compile-time channel count (0: run-time) and band count (0: run-time).
+template <typename F>
+void dispatch_shape(int64_t channels, int bands, F&& f) {
+  auto with_bands = [&](auto nc) {
+    if (bands == 1) f(nc, std::integral_constant<int, 1>{});
+    else f(nc, std::integral_constant<int, 0>{});
+  };
+  switch (channels) {
+    case 1: with_bands(std::integral_constant<int, 1>{}); break;
+    case 2: with_bands(std::integral_constant<int, 2>{}); break;
+    case 5: with_bands(std::integral_constant<int, 5>{}); break;
+    default: with_bands(std::integral_constant<int, 0>{});
+  }
+}
+
+// A point set sorted into the grid, with the graph id of each sorted point.
+struct SortedSet {
+  SortedGrid grid;
+  at::Tensor graph;
+  SortedSet(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p, int64_t num_graphs)
+      : grid(sort_by_cell(pos, batch, p, num_graphs)), graph(batch.index_select(0, grid.perm).contiguous()) {}
+};
 
 at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                 const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
                                 const at::Tensor& coefs, double r, int64_t num_graphs) {
   check_row_sums_inputs(a_, b_, cb_);
   c10::cuda::CUDAGuard guard(a_.device());
-  auto a = a_.contiguous();
-  auto batch_a = batch_a_.to(at::kLong).contiguous();
+  auto a = a_.contiguous(), b = b_.contiguous();
+  auto batch_a = batch_a_.to(at::kLong).contiguous(), batch_b = batch_b_.to(at::kLong).contiguous();
   const int64_t n = a.size(0), channels = cb_.size(1);
   auto out = at::zeros({n, channels}, a.options());
-  if (n == 0 || b_.size(0) == 0 || channels == 0) return out;
+  if (n == 0 || b.size(0) == 0 || channels == 0) return out;
   const Bands bands = make_bands(sigmas, coefs);
-  GridParams p = make_grid_params(a, batch_a, b_, batch_b_, r, num_graphs);
-  SortedGrid grid = sort_by_cell(b_.contiguous(), batch_b_, p, num_graphs);
+  GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
+  SortedSet rows(a, batch_a, p, num_graphs);
+  SortedGrid grid = sort_by_cell(b, batch_b, p, num_graphs);
   auto cbs = cb_.index_select(0, grid.perm).contiguous();
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_cuda", [&] {
-    using acc_t = at::acc_type<scalar_t, true>;
-    forward_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        a.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
-        cbs.data_ptr<scalar_t>(), channels, p, bands, cut2<scalar_t>(r), out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_shape(channels, bands.count, [&](auto nc, auto nb) {
+      forward_kernel<scalar_t, decltype(nc)::value, decltype(nb)::value><<<blocks_for(n), kThreads, 0, stream>>>(
+          rows.grid.pos.data_ptr<scalar_t>(), rows.graph.data_ptr<int64_t>(), rows.grid.perm.data_ptr<int64_t>(),
+          n, cell_index(grid), grid.pos.data_ptr<scalar_t>(), cbs.data_ptr<scalar_t>(), channels, p, bands,
+          cut2<scalar_t>(r), out.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return out;
 }
@@ -149,32 +261,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   const int64_t n = a.size(0), m = b.size(0), channels = cb.size(1);
   auto grad_a = at::zeros_like(a), grad_b = at::zeros_like(b), grad_cb = at::zeros_like(cb);
   auto band_grads = at::zeros({2 * kMaxBands}, a.options().dtype(at::kDouble));
-  if (n > 0 && m > 0 && channels > 0) {
+  if (n > 0 && m > 0 && channels > 0 && (need_a || need_b)) {
     const Bands bands = make_bands(sigmas, coefs);
     GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
-    SortedGrid grid_b = sort_by_cell(b, batch_b, p, num_graphs);
-    SortedGrid grid_a = sort_by_cell(a, batch_a, p, num_graphs);
-    auto cbs = cb.index_select(0, grid_b.perm).contiguous();
-    auto gs = grad.index_select(0, grid_a.perm).contiguous();
+    SortedSet sa(a, batch_a, p, num_graphs), sb(b, batch_b, p, num_graphs);
+    auto cbs = cb.index_select(0, sb.grid.perm).contiguous();
+    auto gs = grad.index_select(0, sa.grid.perm).contiguous();
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_backward_cuda", [&] {
-      using acc_t = at::acc_type<scalar_t, true>;
       const scalar_t r2 = cut2<scalar_t>(r);
-      if (need_a) backward_a_kernel<scalar_t, acc_t><<<blocks_for(n), kThreads, 0, stream>>>(
-          a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), batch_a.data_ptr<int64_t>(), n, cell_index(grid_b),
-          grid_b.pos.data_ptr<scalar_t>(), cbs.data_ptr<scalar_t>(), channels, p, bands, r2,
-          grad_a.data_ptr<scalar_t>(), band_grads.data_ptr<double>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (need_b) backward_b_kernel<scalar_t, acc_t><<<blocks_for(m), kThreads, 0, stream>>>(
-          b.data_ptr<scalar_t>(), cb.data_ptr<scalar_t>(), batch_b.data_ptr<int64_t>(), m, cell_index(grid_a),
-          grid_a.pos.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), channels, p, bands, r2,
-          grad_b.data_ptr<scalar_t>(), grad_cb.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      dispatch_shape(channels, bands.count, [&](auto nc, auto nb) {
+        constexpr int NC = decltype(nc)::value, NB = decltype(nb)::value;
+        if (need_a) {
+          backward_a_kernel<scalar_t, NC, NB><<<blocks_for(n), kThreads, 0, stream>>>(
+              sa.grid.pos.data_ptr<scalar_t>(), sa.graph.data_ptr<int64_t>(), sa.grid.perm.data_ptr<int64_t>(),
+              grad.data_ptr<scalar_t>(), n, cell_index(sb.grid), sb.grid.pos.data_ptr<scalar_t>(),
+              cbs.data_ptr<scalar_t>(), channels, p, bands, r2, grad_a.data_ptr<scalar_t>(),
+              band_grads.data_ptr<double>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+        if (need_b) {
+          backward_b_kernel<scalar_t, NC, NB><<<blocks_for(m), kThreads, 0, stream>>>(
+              sb.grid.pos.data_ptr<scalar_t>(), sb.graph.data_ptr<int64_t>(), sb.grid.perm.data_ptr<int64_t>(),
+              cb.data_ptr<scalar_t>(), m, cell_index(sa.grid), sa.grid.pos.data_ptr<scalar_t>(),
+              gs.data_ptr<scalar_t>(), channels, p, bands, r2, grad_b.data_ptr<scalar_t>(),
+              grad_cb.data_ptr<scalar_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
     });
   }
   const int64_t k = sigmas.numel();
-  auto grad_sigmas = band_grads.narrow(0, 0, k).to(sigmas.options());
-  auto grad_coefs = band_grads.narrow(0, kMaxBands, k).to(coefs.options());
+  auto grad_sigmas = band_grads.narrow(0, 0, k).to(sigmas.options(), false, /*copy=*/true);
+  auto grad_coefs = band_grads.narrow(0, kMaxBands, k).to(coefs.options(), false, /*copy=*/true);
   return {grad_a, grad_b, grad_cb, grad_sigmas, grad_coefs};
 }
 

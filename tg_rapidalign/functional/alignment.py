@@ -21,6 +21,7 @@ from .._validation import (
 from ..kernels import KernelLike, resolve_kernel
 from ..ops import native
 from ..ops.correlation import BucketedDense, DenseCorrelation, Moments, PairCorrelation
+from ..segments import graph_sizes, graph_sum
 from ..weights import normalize_weights
 from .mmd import cosine_from_sums
 from .procrustes import special_polar, weighted_procrustes
@@ -346,12 +347,12 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
 
     q = normalize_weights(weight_x, batch_x, num_graphs, x.dtype, max_ratio=max_weight_ratio)
     p = normalize_weights(weight_y, batch_y, num_graphs, y.dtype, max_ratio=max_weight_ratio)
-    mu_x = x.new_zeros(num_graphs, 3).index_add_(0, batch_x, q.unsqueeze(-1) * x)
-    mu_y = y.new_zeros(num_graphs, 3).index_add_(0, batch_y, p.unsqueeze(-1) * y)
+    mu_x = graph_sum(q.unsqueeze(-1) * x, batch_x, num_graphs)
+    mu_y = graph_sum(p.unsqueeze(-1) * y, batch_y, num_graphs)
     xc, yc = x - mu_x[batch_x], y - mu_y[batch_y]
     if backend == "auto":
-        nx = torch.bincount(batch_x, minlength=num_graphs)
-        ny = torch.bincount(batch_y, minlength=num_graphs)
+        nx = graph_sizes(batch_x, num_graphs)
+        ny = graph_sizes(batch_y, num_graphs)
         per_graph = int((nx.max() * ny.max()).item()) if num_graphs else 0
         if native.supports(x):
             backend = "native"

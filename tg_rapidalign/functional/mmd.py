@@ -18,6 +18,7 @@ from .._validation import (
 from ..kernels import KernelLike, evaluate_bands, resolve_kernel
 from ..ops import native
 from ..ops.pair_sum import make_plan, tiled_pair_sum
+from ..segments import graph_sizes, graph_sum
 from ..weights import normalize_weights
 
 KERNEL_BACKENDS = ("auto", "dense", "tiled", "native")
@@ -76,8 +77,8 @@ def _native_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
     tx = native.kernel_row_sums(x, torch.cat([x, y], 0), cz, bx, torch.cat([bx, by], 0), sigmas, coefs, r,
                                 num_graphs)
     ty = native.kernel_row_sums(y, y, wy.unsqueeze(1), by, by, sigmas, coefs, r, num_graphs)
-    per_x = x.new_zeros(num_graphs, 2).index_add_(0, bx, wx.unsqueeze(1) * tx)
-    kyy = y.new_zeros(num_graphs).index_add_(0, by, wy * ty[:, 0])
+    per_x = graph_sum(wx.unsqueeze(1) * tx, bx, num_graphs)
+    kyy = graph_sum(wy * ty[:, 0], by, num_graphs)
     return per_x[:, 0], kyy, per_x[:, 1]
 
 
@@ -103,8 +104,8 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
 
     wx = normalize_weights(weight_x, batch_x, num_graphs, x.dtype)
     wy = normalize_weights(weight_y, batch_y, num_graphs, y.dtype)
-    nx = torch.bincount(batch_x, minlength=num_graphs)
-    ny = torch.bincount(batch_y, minlength=num_graphs)
+    nx = graph_sizes(batch_x, num_graphs)
+    ny = graph_sizes(batch_y, num_graphs)
     if backend == "auto":
         biggest = int(torch.maximum(nx, ny).max()) if num_graphs else 0
         if num_graphs * biggest * biggest <= _DENSE_AUTO_LIMIT:
@@ -117,8 +118,8 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                          f"AVAILABLE is {native.AVAILABLE})")
     fn = {"dense": _dense_sums, "tiled": _tiled_sums, "native": _native_sums}[backend]
     kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
-    wx2 = wx.new_zeros(num_graphs).index_add_(0, batch_x, wx * wx)
-    wy2 = wy.new_zeros(num_graphs).index_add_(0, batch_y, wy * wy)
+    wx2 = graph_sum(wx * wx, batch_x, num_graphs)
+    wy2 = graph_sum(wy * wy, batch_y, num_graphs)
     return KernelSums(kxx, kyy, kxy, wx2, wy2, nx, ny, coefs.sum())
 
 

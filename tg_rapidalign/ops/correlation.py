@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..kernels import evaluate_bands
 from ..neighbors.radius import radius_pair_chunks
+from ..segments import graph_sum
 from . import native
 from .pair_sum import _FLOOR, band_setup
 
@@ -301,7 +302,7 @@ class PairCorrelation:
         return out
 
     def _graph_sum(self, values: Tensor) -> Tensor:
-        return values.new_zeros((self.num_graphs,) + values.shape[1:]).index_add(0, self.bx, values)
+        return graph_sum(values, self.bx, self.num_graphs)
 
     def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
@@ -338,7 +339,7 @@ class PairCorrelation:
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
             rows = self._row_sums(a, b, a, b, r, None, sigmas, coefs, w.unsqueeze(-1))
-            return w.new_zeros(self.num_graphs).index_add(0, b, w * rows[:, 0])
+            return graph_sum(w * rows[:, 0], b, self.num_graphs)
         return one(self.x, self.bx, self.q), one(self.y, self.by, self.p)
 
 
