@@ -19,7 +19,7 @@ from .._validation import (
     resolve_num_graphs,
 )
 from ..kernels import KernelLike, resolve_kernel
-from ..ops import native
+from ..ops import native, small_linalg
 from ..ops.correlation import BucketedDense, DenseCorrelation, Moments, PairCorrelation
 from ..segments import graph_sizes, graph_sum
 from ..weights import normalize_weights
@@ -64,8 +64,8 @@ def _weighted_cov(p: Tensor, w: Tensor, batch: Tensor, num_graphs: int) -> Tenso
 def _axis_candidates(cx: Tensor, cy: Tensor, signs: Tensor) -> Tensor:
     """Rotations ``E_x G E_y^T`` taking y's principal axes onto x's, for each
     signed permutation ``G`` [K, 3, 3] whose determinant makes them proper."""
-    _, ex = torch.linalg.eigh(cx)
-    _, ey = torch.linalg.eigh(cy)
+    _, ex = small_linalg.eigh(cx)
+    _, ey = small_linalg.eigh(cy)
     parity = torch.linalg.det(ex) * torch.linalg.det(ey)  # [B], +-1
     # A signed permutation of the wrong determinant is fixed by flipping its last row's sign.
     G = signs.unsqueeze(1).expand(-1, cx.size(0), -1, -1).clone()  # [K, B, 3, 3]

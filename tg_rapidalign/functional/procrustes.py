@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
+from ..ops import small_linalg
 from ..weights import normalize_weights
 
 
@@ -26,7 +27,7 @@ class _SpecialPolar(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, S: Tensor) -> Tensor:
-        U, sig, Vh = torch.linalg.svd(S)
+        U, sig, Vh = small_linalg.svd(S)
         d = torch.sign(torch.linalg.det(U @ Vh))
         d = torch.where(d == 0, torch.ones_like(d), d)
         flip = torch.ones_like(sig)
