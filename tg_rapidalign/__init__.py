@@ -1,17 +1,23 @@
 """tg_rapidalign: fast, differentiable kernel losses between graphs embedded in space."""
+from .flows import DrMMDFlow, FlowResult, exact_w2
 from .functional import (
     AlignmentResult,
+    drmmd,
+    drmmd_witness_grad,
+    group_mmd,
     kernel_cosine,
     kernel_mmd,
     kernel_sums,
+    mmd_witness_grad,
     radius_pairs,
     se3_kernel_alignment,
     special_polar,
     weighted_procrustes,
 )
 from .kernels import GaussianKernel, MultiBandGaussianKernel
-from .nn import KernelMMDLoss, SE3KernelAlignmentLoss
+from .nn import DrMMDLoss, KernelMMDLoss, MMDLoss, SE3KernelAlignmentLoss
 from .schedules import BandwidthSchedule
+from .stats import TwoSampleResult, mmd_two_sample_test
 from .weights import degree_weights, normalize_weights, uniform_weights
 
 __version__ = "0.1.0"
@@ -30,6 +36,17 @@ __all__ = [
     "KernelMMDLoss",
     "SE3KernelAlignmentLoss",
     "BandwidthSchedule",
+    "drmmd",
+    "drmmd_witness_grad",
+    "mmd_witness_grad",
+    "DrMMDLoss",
+    "DrMMDFlow",
+    "FlowResult",
+    "exact_w2",
+    "group_mmd",
+    "MMDLoss",
+    "mmd_two_sample_test",
+    "TwoSampleResult",
     "normalize_weights",
     "uniform_weights",
     "degree_weights",

@@ -144,8 +144,8 @@ class MultiBandGaussianKernel(_GaussianMixture):
 
     def __repr__(self) -> str:
         fmt = ", ".join
-        sig = fmt(f"{float(s):.4g}" for s in self.sigmas)
-        pis = fmt(f"{float(p):.3f}" for p in self.mixture_weights)
+        sig = fmt(f"{float(s):.4g}" for s in self.sigmas.detach())
+        pis = fmt(f"{float(p):.3f}" for p in self.mixture_weights.detach())
         learn = isinstance(self.log_sigma, torch.nn.Parameter)
         return (f"{self.__class__.__name__}(sigmas=[{sig}], weights=[{pis}], "
                 f"scale={float(self.scale):.4g}, learnable={learn})")

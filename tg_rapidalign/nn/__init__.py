@@ -1,5 +1,6 @@
 """Loss modules."""
 from .alignment_loss import SE3KernelAlignmentLoss
+from .drmmd_loss import DrMMDLoss, MMDLoss
 from .mmd_loss import KernelMMDLoss
 
-__all__ = ["KernelMMDLoss", "SE3KernelAlignmentLoss"]
+__all__ = ["KernelMMDLoss", "SE3KernelAlignmentLoss", "DrMMDLoss", "MMDLoss"]
