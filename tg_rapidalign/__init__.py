@@ -3,6 +3,7 @@ from .flows import DrMMDFlow, FlowResult, exact_w2
 from .functional import (
     AlignmentResult,
     drmmd,
+    drmmd_from_gram,
     drmmd_witness_grad,
     group_mmd,
     kernel_cosine,
@@ -37,6 +38,7 @@ __all__ = [
     "SE3KernelAlignmentLoss",
     "BandwidthSchedule",
     "drmmd",
+    "drmmd_from_gram",
     "drmmd_witness_grad",
     "mmd_witness_grad",
     "DrMMDLoss",

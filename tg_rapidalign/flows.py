@@ -114,27 +114,56 @@ class DrMMDFlow:
             self._factor, self._factor_lam = L, lam
         return self._factor
 
-    def _beta(self, x: Tensor, lam: float, kxy: Optional[Tensor] = None) -> Tensor:
-        kxy = gaussian_gram(x, self.y, self.sigmas, self.coefs) if kxy is None else kxy
+    def _blocks(self, x: Tensor) -> List[Tensor]:
+        """``[k_b(x_i, x_j) | k_b(x_i, y_m)]`` ``[N, N + M]`` for each band ``b``."""
+        # No gradient flows here: a fused exact-difference distance (no Gram cancellation).
+        d2 = torch.cdist(x, torch.cat([x, self.y]), compute_mode="donot_use_mm_for_euclid_dist").pow_(2)
+        return [torch.exp(d2 * (-0.5 / float(s) ** 2)) for s in self.sigmas]
+
+    def _kernel(self, blocks: List[Tensor]) -> Tensor:
+        out = blocks[0] * self.coefs[0]
+        for b in range(1, len(blocks)):
+            out = out + self.coefs[b] * blocks[b]
+        return out
+
+    def _beta(self, kxy: Tensor, lam: float):
         a = kxy.mean(0) - self.kyy_mean_rows
         return torch.cholesky_solve(a.unsqueeze(1), self._cholesky(lam)).squeeze(1), a
 
-    def divergences(self, x: Tensor, lam: Optional[float] = None):
-        """``(mmd2, drmmd)`` of the particles ``x`` at ``lam`` (default: :math:`\\lambda_0`)."""
-        lam = self.lam0 if lam is None else lam
-        x = x.detach().double()
-        kxy = gaussian_gram(x, self.y, self.sigmas, self.coefs)
-        mmd2 = gaussian_gram(x, x, self.sigmas, self.coefs).mean() + self.kyy.mean() - 2 * kxy.mean()
-        beta, a = self._beta(x, lam, kxy)
+    def _drmmd(self, K: Tensor, lam: float):
+        n = K.size(0)
+        kxx, kxy = K[:, :n], K[:, n:]
+        mmd2 = kxx.mean() + self.kyy.mean() - 2 * kxy.mean()
+        beta, a = self._beta(kxy, lam)
         return float(mmd2), float((1 + lam) / lam * (mmd2 - a @ beta))
 
-    def gradient(self, x: Tensor, lam: float, z: Optional[Tensor] = None) -> Tensor:
-        """The witness gradient at ``z`` (default: the particles ``x``)."""
-        z = x if z is None else z
-        if self.method == "mmd":
-            return _witness_grad(z, x, self.y, None, self.sigmas, self.coefs, 2.0)
-        beta, _ = self._beta(x, lam)
-        return _witness_grad(z, x, self.y, beta, self.sigmas, self.coefs, 2 * (1 + lam) / lam)
+    def divergences(self, x: Tensor, lam: Optional[float] = None):
+        r"""``(mmd2, drmmd)`` of the particles ``x`` at ``lam`` (default: :math:`\lambda_0`)."""
+        lam = self.lam0 if lam is None else lam
+        return self._drmmd(self._kernel(self._blocks(x.detach().double())), lam)
+
+    def gradient(self, x: Tensor, lam: float, z: Optional[Tensor] = None, blocks: Optional[Tensor] = None
+                 ) -> Tensor:
+        """The witness gradient at ``z`` (default: the particles ``x``); ``blocks``
+        (from :meth:`_blocks` at ``x``) saves recomputing the kernel."""
+        blocks = self._blocks(x) if blocks is None else blocks
+        n, m = x.size(0), self.y.size(0)
+        beta, scale = None, 2.0
+        if self.method == "drmmd":
+            beta, _ = self._beta(self._kernel(blocks)[:, n:], lam)
+            scale = 2 * (1 + lam) / lam
+        if z is not None and z is not x:  # noisy evaluation points: the kernel at z
+            return _witness_grad(z, x, self.y, beta, self.sigmas, self.coefs, scale)
+        c_y = torch.full((m,), 1.0 / m, dtype=x.dtype, device=x.device)
+        c = torch.cat([torch.full((n,), 1.0 / n, dtype=x.dtype, device=x.device), -(c_y if beta is None
+                                                                                    else c_y + beta)])
+        w = torch.cat([x, self.y])
+        right = torch.cat([c.unsqueeze(1) * w, c.unsqueeze(1)], 1)
+        out = torch.zeros_like(x)
+        for b in range(self.sigmas.numel()):
+            s = blocks[b] @ right
+            out = out + (self.coefs[b] / self.sigmas[b] ** 2) * (s[:, :-1] - s[:, -1:] * x)
+        return scale * out
 
     def learning_rate(self, lam: float) -> float:
         if self.method == "mmd":
@@ -166,17 +195,18 @@ class DrMMDFlow:
 
         bar = tqdm(range(steps), desc=f"{self.method} flow", disable=not progress, leave=False)
         record(0)
+        blocks = self._blocks(x)
         for n in bar:
-            z = x
+            z = None
             if eps > 0:
                 noise = torch.randn(x.shape, dtype=x.dtype, generator=generator).to(x.device)
                 z = x + eps * noise
                 eps *= self.noise_decay
-            x = x - self.learning_rate(lam) * self.gradient(x, lam, z)
-            if self.adaptive:
-                _, current = self.divergences(x, lam)
-                lam = self.lam0 * (max(current, 0.0) / base) ** 0.5 if base > 0 else lam
-                lam = max(lam, 1e-12)
+            x = x - self.learning_rate(lam) * self.gradient(x, lam, z, blocks)
+            blocks = self._blocks(x)  # reused by the schedule and the next step
+            if self.adaptive:  # lam_{n+1} from DrMMD_{lam_n}(mu_{n+1})
+                _, current = self._drmmd(self._kernel(blocks), lam)
+                lam = max(self.lam0 * (max(current, 0.0) / base) ** 0.5 if base > 0 else lam, 1e-12)
             if (n + 1) % self.record_every == 0 or n + 1 == steps:
                 mmd2 = record(n + 1)
                 bar.set_postfix(mmd2=f"{mmd2:.3g}", lam=f"{lam:.3g}")

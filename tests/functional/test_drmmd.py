@@ -136,3 +136,17 @@ def test_bad_input():
         drmmd(x, torch.randn(3, 3), 1.0, 1.0)
     with pytest.raises(ValueError, match="z and x"):
         drmmd_witness_grad(torch.randn(2, 3), x, x, 1.0, 1.0)
+
+
+def test_from_gram_matches_the_gaussian_path_and_takes_any_kernel():
+    from tg_rapidalign import drmmd_from_gram
+
+    x, y = torch.randn(7, 3, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
+    k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * 0.8**2))  # noqa: E731
+    assert torch.allclose(drmmd_from_gram(k(x, x), k(x, y), k(y, y), 0.3), drmmd(x, y, 0.8, 0.3), rtol=1e-12)
+    # A linear feature kernel: MMD^2 is the squared distance of the means, DrMMD is larger or equal.
+    phi_x, phi_y = torch.randn(7, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
+    v = drmmd_from_gram(phi_x @ phi_x.T, phi_x @ phi_y.T, phi_y @ phi_y.T, 1e6)
+    assert torch.allclose(v, (phi_x.mean(0) - phi_y.mean(0)).pow(2).sum(), rtol=1e-4)
+    with pytest.raises(ValueError, match="shapes"):
+        drmmd_from_gram(torch.eye(3), torch.ones(2, 2), torch.eye(2), 1.0)

@@ -88,8 +88,27 @@ def drmmd_parts(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0
     lam = _check(x, y, lam)
     sigmas, coefs = resolve_kernel(sigma, torch.float64, x.device)
     x, y = x.double(), y.double()
-    m = y.size(0)
     kxx, kxy, kyy = (gaussian_gram(a, b, sigmas, coefs) for a, b in ((x, x), (x, y), (y, y)))
+    return _from_gram(kxx, kxy, kyy, lam)
+
+
+def drmmd_from_gram(kxx: Tensor, kxy: Tensor, kyy: Tensor, lam: float = 1.0) -> Tensor:
+    r"""DrMMD for any positive-definite kernel, from its Gram matrices
+    :math:`K_{XX}` :math:`[N, N]`, :math:`K_{XY}` :math:`[N, M]` and :math:`K_{YY}`
+    :math:`[M, M]` (differentiable; for example a feature kernel
+    :math:`\Phi(x)^\top \Phi(y)` of network neurons, as in the student/teacher setting)."""
+    lam = check_positive_scalar(lam, "lam")
+    n, m = kxy.shape
+    if kxx.shape != (n, n) or kyy.shape != (m, m):
+        raise ValueError(f"kxx, kxy, kyy must have shapes [N, N], [N, M], [M, M], got {tuple(kxx.shape)}, "
+                         f"{tuple(kxy.shape)}, {tuple(kyy.shape)}")
+    if n == 0 or m == 0:
+        raise ValueError("kxy must have at least one row and one column")
+    return _from_gram(kxx.double(), kxy.double(), kyy.double(), lam)[0].to(kxy.dtype)
+
+
+def _from_gram(kxx: Tensor, kxy: Tensor, kyy: Tensor, lam: float) -> Tuple[Tensor, Tensor, Tensor]:
+    m = kyy.size(0)
     mmd2 = kxx.mean() + kyy.mean() - 2 * kxy.mean()
     a = kxy.mean(0) - kyy.mean(1)
     A = kyy + m * lam * torch.eye(m, dtype=kyy.dtype, device=kyy.device)
