@@ -9,6 +9,27 @@ namespace tg_rapidalign {
 GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, const at::Tensor& b,
                             const at::Tensor& batch_b, double r, int64_t num_graphs) {
   GridParams p{};
+  // One cell per graph when there is no cutoff or every graph is small: each
+  // query then scans its own graph's points (no bounding box needed).
+  const bool no_cutoff = r <= 0;
+  int64_t largest = 0;
+  for (const at::Tensor* batch : {&batch_a, &batch_b}) {
+    if (batch->numel() > kGraphCellPoints && num_graphs > 1) {
+      largest = std::max(largest, at::bincount(batch->to(at::kLong).flatten()).max().item<int64_t>());
+    } else {
+      largest = std::max(largest, batch->numel());  // exact for one graph, a bound otherwise
+    }
+  }
+  auto one_cell_per_graph = [&p]() {
+    p.h = p.inv_h = 1.0;
+    p.reach = 0;
+    for (int d = 0; d < 3; ++d) p.size[d] = 1;
+    return p;
+  };
+  if (no_cutoff || largest <= kGraphCellPoints) {
+    p.r = r;
+    return one_cell_per_graph();
+  }
   // Bounding box of both sets (each reduced in its own dtype, no copies of the
   // points), brought to the host in one transfer.
   std::vector<at::Tensor> ends;
@@ -25,26 +46,8 @@ GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, cons
     p.lo[d] = lo[d].item<double>();
     extent = std::max(extent, hi[d].item<double>() - p.lo[d]);
   }
-  const bool no_cutoff = r <= 0;
-  if (no_cutoff) r = 2 * extent + 1;
   p.r = r;
-  // One cell per graph when every graph is small or the radius spans the whole
-  // cloud: each query then scans its own graph's points, with no empty cells.
-  int64_t largest = 0;
-  for (const at::Tensor* batch : {&batch_a, &batch_b}) {
-    if (batch->numel() > kGraphCellPoints && num_graphs > 1) {
-      largest = std::max(largest, at::bincount(batch->to(at::kLong).flatten()).max().item<int64_t>());
-    } else {
-      largest = std::max(largest, batch->numel());  // exact for one graph, a bound otherwise
-    }
-  }
-  if (no_cutoff || r >= extent || largest <= kGraphCellPoints) {
-    p.h = 2 * extent + 1;
-    p.inv_h = 1.0 / p.h;
-    p.reach = 0;
-    for (int d = 0; d < 3; ++d) p.size[d] = 1;
-    return p;
-  }
+  if (r >= extent) return one_cell_per_graph();  // the radius spans the whole cloud
   // Keep num_graphs * (cells per axis)^3 below 2^62.
   double max_cells = std::pow(std::ldexp(1.0, 62) / std::max<int64_t>(num_graphs, 1), 1.0 / 3.0) - 3.0;
   max_cells = std::max(1.0, std::min(max_cells, std::ldexp(1.0, 20)));

@@ -43,8 +43,9 @@ struct SortedGrid {
 // Cells of side h = r / kCellsPerRadius over the bounding box of both sets,
 // `reach` cells of margin on each side so that neighbour offsets never leave
 // the grid; h grows only when the packed key could overflow int64. One cell
-// per graph (reach 0) when there is no cutoff (r <= 0), when r spans the whole
-// cloud, or when no graph has more than kGraphCellPoints points.
+// per graph (reach 0; no bounding box or cell coordinates then) when there is no
+// cutoff (r <= 0), when r spans the whole cloud, or when no graph has more than
+// kGraphCellPoints points.
 GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, const at::Tensor& b,
                             const at::Tensor& batch_b, double r, int64_t num_graphs);
 
@@ -85,6 +86,10 @@ TGRA_HOST_DEVICE int64_t bound(const int64_t* keys, int64_t n, int64_t k, bool u
 // exact distance test comes after).
 template <typename scalar_t, typename F>
 TGRA_HOST_DEVICE void for_each_column(const scalar_t* q, int64_t g, const GridParams& p, F& f) {
+  if (p.reach == 0) {  // one cell per graph: the key is the graph id
+    f(g, g);
+    return;
+  }
   const double pad = 1e-6 * p.h;
   const double r = p.r + pad;
   int64_t c[3];
