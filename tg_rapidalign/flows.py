@@ -61,8 +61,10 @@ class DrMMDFlow:
             for the MMD flow it is ``step_size``. (default: :obj:`1.0`)
         method (str, optional): ``"drmmd"`` or ``"mmd"``. (default: :obj:`"drmmd"`)
         adaptive (bool, optional): adapt :math:`\lambda_n` by the schedule above. (default: :obj:`False`)
-        lr_min (float, optional): floor of the DrMMD step; :obj:`None` floors it at
-            :math:`0.01 \lambda_0 \cdot` ``step_size``. (default: :obj:`None`)
+        lr_min (float, optional): floor of the DrMMD step; :obj:`None` floors it at its
+            initial value :math:`\lambda_0 \cdot` ``step_size`` (the adaptive schedule then
+            sharpens the witness as :math:`\lambda_n` falls without shrinking the step).
+            (default: :obj:`None`)
         noise (float, optional): initial noise level :math:`\epsilon_0`. (default: :obj:`0.0`)
         noise_decay (float, optional): :math:`\epsilon_{n+1} = \epsilon_n \cdot` ``noise_decay``.
             (default: :obj:`1.0`)
@@ -79,7 +81,7 @@ class DrMMDFlow:
         self.method = check_choice(method, "method", ("drmmd", "mmd"))
         self.lam0 = check_positive_scalar(lam, "lam")
         self.step_size = check_positive_scalar(step_size, "step_size")
-        self.lr_min = (0.01 * self.lam0 * self.step_size if lr_min is None
+        self.lr_min = (self.lam0 * self.step_size if lr_min is None
                        else check_positive_scalar(lr_min, "lr_min"))
         if not (noise >= 0):
             raise ValueError(f"noise must be non-negative, got {noise}")
