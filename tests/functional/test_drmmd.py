@@ -150,3 +150,17 @@ def test_from_gram_matches_the_gaussian_path_and_takes_any_kernel():
     assert torch.allclose(v, (phi_x.mean(0) - phi_y.mean(0)).pow(2).sum(), rtol=1e-4)
     with pytest.raises(ValueError, match="shapes"):
         drmmd_from_gram(torch.eye(3), torch.ones(2, 2), torch.eye(2), 1.0)
+
+
+def test_drmmd_loss_module():
+    from tg_rapidalign import DrMMDLoss, GaussianKernel
+
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(15, 3, dtype=torch.float64)
+    loss = DrMMDLoss(GaussianKernel(0.8, learnable=True).double(), lam=0.2)
+    v = loss(x, y)
+    assert torch.allclose(v, drmmd(x, y, 0.8, 0.2), rtol=1e-12)
+    v.backward()
+    assert all(torch.isfinite(p.grad).all() for p in loss.parameters())
+    assert repr(loss).startswith("DrMMDLoss(kernel=GaussianKernel(")
+    with pytest.raises(ValueError, match="lam"):
+        DrMMDLoss(1.0, lam=-1.0)
