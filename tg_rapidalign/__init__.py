@@ -15,6 +15,7 @@ from .functional import (
     special_polar,
     weighted_procrustes,
 )
+from .io import load_kernel, save_kernel
 from .kernels import GaussianKernel, MultiBandGaussianKernel
 from .nn import DrMMDLoss, KernelMMDLoss, MMDLoss, SE3KernelAlignmentLoss
 from .schedules import BandwidthSchedule
@@ -49,6 +50,8 @@ __all__ = [
     "MMDLoss",
     "mmd_two_sample_test",
     "TwoSampleResult",
+    "save_kernel",
+    "load_kernel",
     "normalize_weights",
     "uniform_weights",
     "degree_weights",
