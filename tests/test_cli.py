@@ -5,3 +5,28 @@ def test_demo_smoke(tmp_path, capsys):
     assert main(["demo", "--steps", "5", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "MMD^2" in out and (tmp_path / "demo_mmd.png").exists()
+
+
+def test_calibrate_command_on_built_in_molecules_and_npz(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import torch
+
+    from tg_rapidalign.datasets import g2_molecules
+    from tg_rapidalign.io import load_kernel
+
+    mols = g2_molecules(min_atoms=8)
+    assert len(mols) > 20 and all(m.edge_index.size(1) > 0 for m in mols)
+    out, plot = tmp_path / "k.json", tmp_path / "cal.png"
+    assert main(["calibrate", "--steps", "3", "--quiet", "--out", str(out), "--plot", str(plot)]) == 0
+    assert "calibrated" in capsys.readouterr().out and plot.exists()
+    kernel, meta = load_kernel(out, return_metadata=True)
+    assert meta["loss"] == "mmd" and meta["data"]["structures"] == len(g2_molecules())
+    json.loads(out.read_text())
+    pos = torch.cat([m.pos for m in mols[:4]]).numpy()
+    batch = np.concatenate([np.full(len(m.pos), i) for i, m in enumerate(mols[:4])])
+    np.savez(tmp_path / "mols.npz", pos=pos, batch=batch)
+    assert main(["calibrate", "--data", str(tmp_path / "mols.npz"), "--steps", "2", "--quiet",
+                 "--corruption", "masking", "--out", str(out), "--plot", str(plot)]) == 0
+    assert load_kernel(out, return_metadata=True)[1]["data"]["structures"] == 4

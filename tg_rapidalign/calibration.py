@@ -197,7 +197,7 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
         objective.backward()
         opt.step()
         history.append(float(objective.detach()))
-    temperature = float(log_t.exp())
+    temperature = float(log_t.detach().exp())
     after, after_values = report(kernel, temperature)
 
     # Baselines: the median-distance bandwidth, and the best single bandwidth of a grid (on training pairs).
