@@ -10,7 +10,8 @@ that :math:`t L(X, Y_\lambda)` regresses onto :math:`\lambda`:
     \mathcal{J} = \operatorname{mean}_i (t L_i - \lambda_i)^2 + w_{\mathrm{rank}}\,
     \operatorname{mean}_{\lambda_i < \lambda_j} \operatorname{softplus}\big((t L_i - t L_j) / \delta\big),
 
-the second term rewarding the right ordering (:math:`\delta` = the level spacing).
+the second term rewarding the right ordering of every pair of levels, across
+structures too (:math:`\delta` = the level spacing).
 Held-out pairs give the report: Spearman correlation of loss and level, the
 fraction of correctly ordered pairs (same structure, different levels), the loss
 on identical pairs, before and after, against two baselines (the
@@ -169,7 +170,7 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
     f_same = _loss_fn(loss, test, test)
     spacing = max(levels[-1] - levels[0], 1e-12) / (len(levels) - 1)
     lv = tr[2]
-    ranked = (tr[3][:, None] == tr[3][None]) & (lv[:, None] < lv[None])
+    ranked = lv[:, None] < lv[None]  # every pair of levels: the report's Spearman pools structures
 
     def evaluate(k, f, same, temperature=1.0):
         with torch.no_grad():
