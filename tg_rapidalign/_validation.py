@@ -38,24 +38,32 @@ def check_same_space(x: Tensor, y: Tensor, name_x: str = "x", name_y: str = "y")
         raise ValueError(f"{name_x} and {name_y} must be on the same device, got {x.device} and {y.device}")
 
 
+def check_index_vector(index: Tensor, num_nodes: int, name: str, device, what: str,
+                       or_none: bool = False) -> Tensor:
+    """An int64 copy of a per-node id vector ``[num_nodes]`` of non-negative ``what``
+    (graph ids, group ids) on ``device``."""
+    if not isinstance(index, Tensor):
+        expected = "a torch.Tensor or None" if or_none else "a torch.Tensor"
+        raise TypeError(f"{name} must be {expected}, got {type(index).__name__}")
+    if index.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor, got dtype {index.dtype}")
+    if index.dim() != 1 or index.numel() != num_nodes:
+        raise ValueError(f"{name} must have shape [{num_nodes}], got shape {tuple(index.shape)}")
+    if index.device != device:
+        raise ValueError(f"{name} must be on device {device}, got {index.device}")
+    index = index.long()
+    if num_nodes > 0 and bool((index < 0).any()):
+        raise ValueError(f"{name} must hold non-negative {what}")
+    return index
+
+
 def check_batch(batch: Optional[Tensor], num_nodes: int, name: str, device) -> Tensor:
     """Returns a sorted int64 batch vector (zeros when ``batch`` is None)."""
     if batch is None:
         return torch.zeros(num_nodes, dtype=torch.long, device=device)
-    if not isinstance(batch, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(batch).__name__}")
-    if batch.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"{name} must be an integer tensor, got dtype {batch.dtype}")
-    if batch.dim() != 1 or batch.numel() != num_nodes:
-        raise ValueError(f"{name} must have shape [{num_nodes}], got shape {tuple(batch.shape)}")
-    if batch.device != device:
-        raise ValueError(f"{name} must be on device {device}, got {batch.device}")
-    batch = batch.long()
-    if num_nodes > 0:
-        if bool((batch < 0).any()):
-            raise ValueError(f"{name} must hold non-negative graph ids")
-        if num_nodes > 1 and bool((batch[1:] < batch[:-1]).any()):
-            raise ValueError(f"{name} must be sorted (non-decreasing graph ids), as in a PyG Batch")
+    batch = check_index_vector(batch, num_nodes, name, device, "graph ids", or_none=True)
+    if num_nodes > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError(f"{name} must be sorted (non-decreasing graph ids), as in a PyG Batch")
     return batch
 
 

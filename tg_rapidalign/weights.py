@@ -81,7 +81,7 @@ def _cap(w: Tensor, batch: Tensor, num_graphs: int, ratio: float) -> Tensor:
     ptr[1:] = torch.cumsum(counts, 0)
     rank = torch.arange(n, device=w.device) - ptr[bs]
     # Mass of the nodes from this rank on (suffix sum within the graph).
-    total = w.new_zeros(num_graphs).index_add_(0, batch, w)
+    total = graph_sum(w, batch, num_graphs)
     before = torch.cumsum(ws, 0) - ws  # exclusive prefix sum over all graphs
     suffix = total[bs] - (before - before[ptr[bs]])
     rest = 1 - rank.to(w.dtype) * cs

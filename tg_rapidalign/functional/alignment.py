@@ -58,7 +58,7 @@ class AlignmentResult(NamedTuple):
 def _weighted_cov(p: Tensor, w: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
     """``sum_i w_i p_i p_i^T`` per graph (points already centred)."""
     outer = (w.view(-1, 1, 1) * p.unsqueeze(-1) * p.unsqueeze(-2)).view(-1, 9)
-    return p.new_zeros(num_graphs, 9).index_add_(0, batch, outer).view(-1, 3, 3)
+    return graph_sum(outer, batch, num_graphs).view(-1, 3, 3)
 
 
 def _axis_candidates(cx: Tensor, cy: Tensor, signs: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_positions, check_weights
+from .._validation import check_choice, check_index_vector, check_positions, check_weights
 from ..kernels import KernelLike, resolve_kernel
 from .drmmd import gaussian_gram
 
@@ -26,17 +26,7 @@ GROUP_MODES = ("pairwise", "one_vs_rest")
 
 
 def check_groups(groups: Tensor, n: int, device, num_groups: Optional[int]) -> Tuple[Tensor, int]:
-    if not isinstance(groups, Tensor):
-        raise TypeError(f"groups must be a torch.Tensor, got {type(groups).__name__}")
-    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
-        raise TypeError(f"groups must be an integer tensor, got dtype {groups.dtype}")
-    if groups.dim() != 1 or groups.numel() != n:
-        raise ValueError(f"groups must have shape [{n}], got shape {tuple(groups.shape)}")
-    if groups.device != device:
-        raise ValueError(f"groups must be on device {device}, got {groups.device}")
-    groups = groups.long()
-    if n and bool((groups < 0).any()):
-        raise ValueError("groups must hold non-negative group ids")
+    groups = check_index_vector(groups, n, "groups", device, "group ids")
     top = int(groups.max()) + 1 if n else 0
     if num_groups is None:
         num_groups = top

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
 from ..ops import small_linalg
+from ..segments import graph_sum
 from ..weights import normalize_weights
 
 
@@ -97,11 +98,11 @@ def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
     # Normalised weights (zero-mass graphs stay zero): the centroids directly, and
     # S up to a per-graph positive factor, which leaves its polar factor unchanged.
     w = normalize_weights(weight, batch, num_graphs, x.dtype)
-    mx = x.new_zeros(num_graphs, 3).index_add_(0, batch, w.unsqueeze(1) * x)
-    my = y.new_zeros(num_graphs, 3).index_add_(0, batch, w.unsqueeze(1) * y)
+    mx = graph_sum(w.unsqueeze(1) * x, batch, num_graphs)
+    my = graph_sum(w.unsqueeze(1) * y, batch, num_graphs)
     xc, yc = x - mx[batch], y - my[batch]
     outer = (w.view(-1, 1, 1) * xc.unsqueeze(2) * yc.unsqueeze(1)).view(-1, 9)
-    S = x.new_zeros(num_graphs, 9).index_add_(0, batch, outer).view(-1, 3, 3)
+    S = graph_sum(outer, batch, num_graphs).view(-1, 3, 3)
     R = special_polar(S)
     t = mx - (R @ my.unsqueeze(2)).squeeze(2)
     return R, t
