@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._validation import check_choice, check_positions, check_positive_scalar, check_same_space
-from .functional.drmmd import _witness_grad, gaussian_gram
+from .functional.drmmd import _witness_grad, cholesky_jitter, gaussian_gram
 from .kernels import KernelLike, resolve_kernel
 
 
@@ -108,12 +108,7 @@ class DrMMDFlow:
         if self._factor_lam != lam:
             m = self.y.size(0)
             A = self.kyy + m * lam * torch.eye(m, dtype=self.kyy.dtype, device=self.kyy.device)
-            L, info = torch.linalg.cholesky_ex(A)
-            jitter = 1e-12 * float(A.diagonal().mean())
-            while int(info) != 0:
-                L, info = torch.linalg.cholesky_ex(A + jitter * torch.eye(m, dtype=A.dtype, device=A.device))
-                jitter *= 100
-            self._factor, self._factor_lam = L, lam
+            self._factor, self._factor_lam = cholesky_jitter(A), lam
         return self._factor
 
     def _blocks(self, x: Tensor) -> List[Tensor]:
@@ -149,23 +144,13 @@ class DrMMDFlow:
         """The witness gradient at ``z`` (default: the particles ``x``); ``blocks``
         (from :meth:`_blocks` at ``x``) saves recomputing the kernel."""
         blocks = self._blocks(x) if blocks is None else blocks
-        n, m = x.size(0), self.y.size(0)
         beta, scale = None, 2.0
         if self.method == "drmmd":
-            beta, _ = self._beta(self._kernel(blocks)[:, n:], lam)
+            beta, _ = self._beta(self._kernel(blocks)[:, x.size(0):], lam)
             scale = 2 * (1 + lam) / lam
-        if z is not None and z is not x:  # noisy evaluation points: the kernel at z
-            return _witness_grad(z, x, self.y, beta, self.sigmas, self.coefs, scale)
-        c_y = torch.full((m,), 1.0 / m, dtype=x.dtype, device=x.device)
-        c = torch.cat([torch.full((n,), 1.0 / n, dtype=x.dtype, device=x.device), -(c_y if beta is None
-                                                                                    else c_y + beta)])
-        w = torch.cat([x, self.y])
-        right = torch.cat([c.unsqueeze(1) * w, c.unsqueeze(1)], 1)
-        out = torch.zeros_like(x)
-        for b in range(self.sigmas.numel()):
-            s = blocks[b] @ right
-            out = out + (self.coefs[b] / self.sigmas[b] ** 2) * (s[:, :-1] - s[:, -1:] * x)
-        return scale * out
+        if z is None or z is x:  # at the particles: the kernel blocks are those of x
+            return _witness_grad(x, x, self.y, beta, self.sigmas, self.coefs, scale, blocks)
+        return _witness_grad(z, x, self.y, beta, self.sigmas, self.coefs, scale)  # noisy points
 
     def learning_rate(self, lam: float) -> float:
         if self.method == "mmd":

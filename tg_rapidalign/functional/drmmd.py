@@ -19,7 +19,7 @@ if the factorisation fails), never by an explicit inverse.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -45,31 +45,42 @@ def gaussian_gram(a: Tensor, b: Tensor, sigmas: Tensor, coefs: Tensor) -> Tensor
     return evaluate_bands(_sqdist(a, b), sigmas, coefs)
 
 
-def gaussian_grad_sum(z: Tensor, w: Tensor, c: Tensor, sigmas: Tensor, coefs: Tensor) -> Tensor:
+def gaussian_grad_sum(z: Tensor, w: Tensor, c: Tensor, sigmas: Tensor, coefs: Tensor,
+                      blocks: Optional[List[Tensor]] = None) -> Tensor:
     r""":math:`\sum_j c_j \nabla_z k(z_i, w_j)` ``[K, d]`` in closed form:
-    :math:`\sum_b \frac{c_b}{\sigma_b^2} (E_b (c \odot w) - (E_b c)\, z)`."""
-    d2 = _sqdist(z, w)
+    :math:`\sum_b \frac{c_b}{\sigma_b^2} (E_b (c \odot w) - (E_b c)\, z)`, with
+    :math:`E_b = e^{-\lVert z_i - w_j \rVert^2 / 2\sigma_b^2}`; ``blocks`` passes the
+    :math:`E_b` ``[K, P]`` when the caller has them already."""
+    if blocks is None:
+        d2 = _sqdist(z, w)
+        blocks = [torch.exp(d2 * (-0.5 / sigmas[b] ** 2)) for b in range(sigmas.numel())]
     out = torch.zeros_like(z)
     right = torch.cat([c.unsqueeze(1) * w, c.unsqueeze(1)], 1)  # one product gives E (c w) and E c
-    for b in range(sigmas.numel()):
-        s = torch.exp(d2 * (-0.5 / sigmas[b] ** 2)) @ right
+    for b, e in enumerate(blocks):
+        s = e @ right
         out = out + (coefs[b] / sigmas[b] ** 2) * (s[:, :-1] - s[:, -1:] * z)
     return out
 
 
-def solve_spd(A: Tensor, B: Tensor, max_tries: int = 8) -> Tensor:
-    """``A^{-1} B`` for a symmetric positive (semi-)definite ``A`` by Cholesky;
-    if the factorisation fails, a jitter growing from 1e-12 of the mean diagonal is added."""
+def cholesky_jitter(A: Tensor, max_tries: int = 8) -> Tensor:
+    """The Cholesky factor of a symmetric positive (semi-)definite ``A``; if the
+    factorisation fails, a jitter growing from 1e-12 of the mean diagonal is added."""
     L, info = torch.linalg.cholesky_ex(A)
     jitter = 1e-12 * float(A.detach().diagonal().abs().mean().clamp_min(1e-300))
     eye = torch.eye(A.size(0), dtype=A.dtype, device=A.device)
     tries = 0
     while int(info) != 0:
         if tries == max_tries:
-            raise RuntimeError("solve_spd: the kernel system is not positive definite even with jitter")
+            raise RuntimeError("the kernel system is not positive definite even with jitter")
         L, info = torch.linalg.cholesky_ex(A + jitter * eye)
         jitter *= 100
         tries += 1
+    return L
+
+
+def solve_spd(A: Tensor, B: Tensor, max_tries: int = 8) -> Tensor:
+    """``A^{-1} B`` by :func:`cholesky_jitter` (never an explicit inverse)."""
+    L = cholesky_jitter(A, max_tries)
     return torch.cholesky_solve(B.unsqueeze(-1) if B.dim() == 1 else B, L).reshape(B.shape)
 
 
@@ -134,13 +145,15 @@ def drmmd(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0) -> Te
 
 
 def _witness_grad(z: Tensor, x: Tensor, y: Tensor, beta: Optional[Tensor], sigmas: Tensor, coefs: Tensor,
-                  scale: float) -> Tensor:
+                  scale: float, blocks: Optional[List[Tensor]] = None) -> Tensor:
+    """``scale * sum_j c_j grad k(z, [x; y]_j)`` with ``c = [1/N, -(1/M + beta)]``
+    (``beta`` None: the MMD witness); ``blocks`` as in :func:`gaussian_grad_sum`."""
     n, m = x.size(0), y.size(0)
     c_y = torch.full((m,), 1.0 / m, dtype=z.dtype, device=z.device)
     if beta is not None:
         c_y = c_y + beta
     c = torch.cat([torch.full((n,), 1.0 / n, dtype=z.dtype, device=z.device), -c_y])
-    return scale * gaussian_grad_sum(z, torch.cat([x, y]), c, sigmas, coefs)
+    return scale * gaussian_grad_sum(z, torch.cat([x, y]), c, sigmas, coefs, blocks)
 
 
 def drmmd_witness_grad(z: Tensor, x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0) -> Tensor:
