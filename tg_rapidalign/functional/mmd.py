@@ -70,22 +70,9 @@ def _tiled_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
     return s[:, 0, 0], s[:, 1, 1], s[:, 0, 1]
 
 
-def _native_self_sum(x, bx, wx, sigmas, coefs, r, num_graphs):
-    """``sum_ij w_i k(x_i, x_j) w_j`` per graph. With fixed bandwidths the
-    gradient is symmetric in the two slots, so only the first slot is
-    differentiated (one backward pass instead of two) and the result doubled."""
-    if sigmas.requires_grad or coefs.requires_grad:
-        rows = native.kernel_row_sums(x, x, wx.unsqueeze(1), bx, bx, sigmas, coefs, r, num_graphs)
-        return graph_sum(wx * rows[:, 0], bx, num_graphs)
-    rows = native.kernel_row_sums(x, x.detach(), wx.detach().unsqueeze(1), bx, bx, sigmas, coefs, r,
-                                  num_graphs)
-    half = graph_sum(wx * rows[:, 0], bx, num_graphs)  # the gradient of one slot
-    return 2 * half - half.detach()
-
-
 def _native_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
-    kxx = _native_self_sum(x, bx, wx, sigmas, coefs, r, num_graphs)
-    kyy = _native_self_sum(y, by, wy, sigmas, coefs, r, num_graphs)
+    kxx = native.self_sum(x, bx, wx, sigmas, coefs, r, num_graphs)
+    kyy = native.self_sum(y, by, wy, sigmas, coefs, r, num_graphs)
     txy = native.kernel_row_sums(x, y, wy.unsqueeze(1), bx, by, sigmas, coefs, r, num_graphs)
     kxy = graph_sum(wx * txy[:, 0], bx, num_graphs)
     return kxx, kyy, kxy

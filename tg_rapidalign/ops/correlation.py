@@ -337,13 +337,9 @@ class PairCorrelation:
         return _box_volume(lo, hi, floor)
 
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
-        symmetric = self.use_native and not (sigmas.requires_grad or coefs.requires_grad)
-
         def one(a, b, w):
-            if symmetric:  # one slot differentiated and doubled (as in the native MMD)
-                rows = self._row_sums(a, b, a.detach(), b, r, None, sigmas, coefs, w.detach().unsqueeze(-1))
-                half = graph_sum(w * rows[:, 0], b, self.num_graphs)
-                return 2 * half - half.detach()
+            if self.use_native:
+                return native.self_sum(a, b, w, sigmas, coefs, r, self.num_graphs)
             rows = self._row_sums(a, b, a, b, r, None, sigmas, coefs, w.unsqueeze(-1))
             return graph_sum(w * rows[:, 0], b, self.num_graphs)
         return one(self.x, self.bx, self.q), one(self.y, self.by, self.p)

@@ -26,6 +26,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..segments import graph_sum
+
 try:
     from .. import _C  # noqa: F401  (loading it registers the ops)
     AVAILABLE = True
@@ -75,6 +77,20 @@ def kernel_row_sums(a: Tensor, b: Tensor, cb: Tensor, batch_a: Tensor, batch_b: 
     return torch.ops.tg_rapidalign.kernel_row_sums(_as_3d(a), _as_3d(b), cb, batch_a, batch_b,
                                                    sigmas.to(a.dtype), coefs.to(a.dtype), _radius(r),
                                                    num_graphs)
+
+
+def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+             num_graphs: int) -> Tensor:
+    """``sum_ij w_i k(x_i, x_j) w_j`` per graph ``[num_graphs]``. With fixed
+    bandwidths the gradient is symmetric in the two slots, so only the first slot
+    is differentiated (one backward pass instead of two) and the result doubled;
+    learnable bandwidths differentiate both (their gradient must not double)."""
+    if sigmas.requires_grad or coefs.requires_grad:
+        rows = kernel_row_sums(x, x, w.unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)
+        return graph_sum(w * rows[:, 0], batch, num_graphs)
+    rows = kernel_row_sums(x, x.detach(), w.detach().unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)
+    half = graph_sum(w * rows[:, 0], batch, num_graphs)  # the gradient of one slot
+    return 2 * half - half.detach()
 
 
 if AVAILABLE:
