@@ -30,9 +30,16 @@ __device__ __forceinline__ void visit_neighbours(const scalar_t* q, int64_t g, c
   for_each_column(q, g, p, column);
 }
 
-// Threads run over queries in cell order (a sorted grid of the query set), so
-// the 32 threads of a warp scan the same cells: coalesced, cached loads and
-// little divergence.
+// A point set sorted into the grid, with the graph id of each sorted point.
+// Threads run over queries in this cell order, so the 32 threads of a warp scan
+// the same cells: coalesced, cached loads and little divergence.
+struct SortedSet {
+  SortedGrid grid;
+  at::Tensor graph;
+  SortedSet(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p, int64_t num_graphs)
+      : grid(sort_by_cell(pos, batch, p, num_graphs)), graph(batch.index_select(0, grid.perm).contiguous()) {}
+};
+
 constexpr int kThreads = 256;
 
 inline int64_t blocks_for(int64_t n) { return (n + kThreads - 1) / kThreads; }

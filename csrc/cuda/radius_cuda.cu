@@ -61,25 +61,26 @@ at::Tensor radius_pairs_cuda(const at::Tensor& x_, const at::Tensor& y_, double 
   if (n == 0 || y_.size(0) == 0) return at::empty({2, 0}, x.options().dtype(at::kLong));
   GridParams p = make_grid_params(x, batch_x, y_, batch_y_, r, num_graphs);
   SortedGrid grid = sort_by_cell(y_.contiguous(), batch_y_, p, num_graphs);
-  SortedGrid queries = sort_by_cell(x, batch_x, p, num_graphs);
-  auto gx = batch_x.index_select(0, queries.perm).contiguous();
+  SortedSet queries(x, batch_x, p, num_graphs);
   auto counts = at::zeros({n}, x.options().dtype(at::kLong));
   auto stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "radius_pairs_cuda", [&] {
     const scalar_t r2 = static_cast<scalar_t>(r * r);
     count_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-        queries.pos.data_ptr<scalar_t>(), gx.data_ptr<int64_t>(), queries.perm.data_ptr<int64_t>(), n,
-        cell_index(grid), grid.pos.data_ptr<scalar_t>(), p, r2, counts.data_ptr<int64_t>());
+        queries.grid.pos.data_ptr<scalar_t>(), queries.graph.data_ptr<int64_t>(),
+        queries.grid.perm.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(), p, r2,
+        counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     auto offsets = at::cumsum(counts, 0) - counts;
     const int64_t total = (offsets[n - 1] + counts[n - 1]).item<int64_t>();
     out = at::empty({2, total}, x.options().dtype(at::kLong));
     if (total > 0) {
       write_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(
-          queries.pos.data_ptr<scalar_t>(), gx.data_ptr<int64_t>(), queries.perm.data_ptr<int64_t>(), n,
-          cell_index(grid), grid.pos.data_ptr<scalar_t>(), grid.perm.data_ptr<int64_t>(), p, r2,
-          offsets.data_ptr<int64_t>(), out.data_ptr<int64_t>(), out.data_ptr<int64_t>() + total);
+          queries.grid.pos.data_ptr<scalar_t>(), queries.graph.data_ptr<int64_t>(),
+          queries.grid.perm.data_ptr<int64_t>(), n, cell_index(grid), grid.pos.data_ptr<scalar_t>(),
+          grid.perm.data_ptr<int64_t>(), p, r2, offsets.data_ptr<int64_t>(), out.data_ptr<int64_t>(),
+          out.data_ptr<int64_t>() + total);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });

@@ -214,14 +214,6 @@ void dispatch_shape(int64_t channels, int bands, F&& f) {
   }
 }
 
-// A point set sorted into the grid, with the graph id of each sorted point.
-struct SortedSet {
-  SortedGrid grid;
-  at::Tensor graph;
-  SortedSet(const at::Tensor& pos, const at::Tensor& batch, const GridParams& p, int64_t num_graphs)
-      : grid(sort_by_cell(pos, batch, p, num_graphs)), graph(batch.index_select(0, grid.perm).contiguous()) {}
-};
-
 at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                 const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
                                 const at::Tensor& coefs, double r, int64_t num_graphs) {
