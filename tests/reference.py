@@ -126,3 +126,15 @@ def ref_alignment(x, y, wx, wy, sigmas, coefs, r, R, t, iterations, eps=1e-8):
     cos = kappa / (self_sum(xc, q) * self_sum(yc, p)) ** 0.5
     loss = -(torch.log(torch.tensor(cos + eps, dtype=torch.float64)) - torch.log1p(torch.tensor(eps)))
     return R, mx + t - R @ my, torch.tensor(history, dtype=torch.float64), float(loss)
+
+
+def dense_row_sums(a, b, cb, ba, bb, sigmas, coefs, r):
+    """Float64 reference: the full kernel matrix, masked to same-graph pairs within r."""
+    a, b, cb = a.double().cpu(), b.double().cpu(), cb.double().cpu()
+    ba, bb = ba.cpu(), bb.cpu()
+    d2 = ((a[:, None] - b[None]) ** 2).sum(-1)
+    k = ref_kernel(d2, [float(s) for s in sigmas], [float(c) for c in coefs])
+    keep = ba[:, None] == bb[None]
+    if r is not None:
+        keep = keep & (d2 <= r * r)
+    return (k * keep) @ cb

@@ -35,6 +35,7 @@ from .kernels import GaussianKernel, MultiBandGaussianKernel
 from .transforms import GaussianNoise, NodeMasking, RigidSubpartDisplacement
 
 LOSSES = ("mmd", "cosine", "alignment")
+DEFAULT_LEVELS = tuple(i / 10 for i in range(11))
 CORRUPTIONS = {"noise": GaussianNoise, "masking": NodeMasking, "rigid": RigidSubpartDisplacement}
 
 
@@ -117,7 +118,7 @@ def _metrics(values: Tensor, levels: Tensor, owner: Tensor, identical: Tensor) -
 
 def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable] = "noise",
                      loss: str = "mmd", kernel: Optional[MultiBandGaussianKernel] = None,
-                     levels: Sequence[float] = tuple(i / 10 for i in range(11)), repeats: int = 2,
+                     levels: Sequence[float] = DEFAULT_LEVELS, repeats: int = 2,
                      steps: int = 200, lr: float = 0.05, rank_weight: float = 1.0, holdout: float = 0.3,
                      seed: int = 0, progress: bool = True) -> CalibrationReport:
     r"""Fits ``kernel`` (default: four learnable bands at the median distance times

@@ -104,7 +104,7 @@ def _calibrate(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .calibration import calibrate_kernel
+    from .calibration import DEFAULT_LEVELS, calibrate_kernel
     from .datasets import g2_molecules, read_structures
     from .io import save_kernel
 
@@ -114,7 +114,7 @@ def _calibrate(args) -> int:
     rep = calibrate_kernel(structures, args.corruption, args.loss, steps=args.steps, lr=args.lr,
                            seed=args.seed, progress=not args.quiet)
     print(rep.summary())
-    meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": [i / 10 for i in range(11)]},
+    meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": list(DEFAULT_LEVELS)},
             "data": {"source": source, "structures": len(structures)}, "temperature": rep.temperature,
             "report": {"spearman_before": rep.before.spearman, "spearman_after": rep.after.spearman,
                        "ordered_after": rep.after.ordered_fraction}}

@@ -6,24 +6,13 @@ import torch
 from conftest import random_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import brute_pairs, ref_kernel
+from reference import brute_pairs, dense_row_sums
 
 from tg_rapidalign import kernel_mmd, kernel_sums, radius_pairs
 from tg_rapidalign.ops import native
 
 pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="native extension not built")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def dense_row_sums(a, b, cb, ba, bb, sigmas, coefs, r):
-    """Float64 reference: the full kernel matrix, masked to same-graph pairs within r."""
-    a, b, cb = a.double(), b.double(), cb.double()
-    d2 = ((a[:, None] - b[None]) ** 2).sum(-1)
-    k = ref_kernel(d2, [float(s) for s in sigmas], [float(c) for c in coefs])
-    keep = ba[:, None] == bb[None]
-    if r is not None:
-        keep = keep & (d2 <= r * r)
-    return (k * keep) @ cb
 
 
 def inputs(device="cpu", dtype=torch.float64, seed=0):

@@ -4,7 +4,7 @@ Skipped without a GPU (CI has none); run on a GPU machine with
 import pytest
 import torch
 from conftest import random_batch, random_rotation
-from reference import brute_pairs, ref_kernel
+from reference import brute_pairs, dense_row_sums
 
 from tg_rapidalign import (
     MultiBandGaussianKernel,
@@ -18,16 +18,6 @@ from tg_rapidalign.ops import native
 CUDA_BUILT = (native.AVAILABLE and torch.cuda.is_available()
               and native.supports(torch.zeros(1, 3, device="cuda")))
 pytestmark = pytest.mark.skipif(not CUDA_BUILT, reason="needs CUDA and the extension built with it")
-
-
-def dense_row_sums(a, b, cb, ba, bb, sigmas, coefs, r):
-    a, b, cb = a.double().cpu(), b.double().cpu(), cb.double().cpu()
-    d2 = ((a[:, None] - b[None]) ** 2).sum(-1)
-    k = ref_kernel(d2, [float(s) for s in sigmas], [float(c) for c in coefs])
-    keep = ba.cpu()[:, None] == bb.cpu()[None]
-    if r is not None:
-        keep = keep & (d2 <= r * r)
-    return (k * keep) @ cb
 
 
 def case(sizes_a, sizes_b, channels, bands, dtype=torch.float64, seed=0):
