@@ -21,6 +21,7 @@ from torch import Tensor
 from .._validation import check_choice, check_index_vector, check_positions, check_weights
 from ..kernels import KernelLike, resolve_kernel
 from .drmmd import gaussian_gram
+from .mmd import _unbiased_self
 
 GROUP_MODES = ("pairwise", "one_vs_rest")
 
@@ -44,9 +45,7 @@ def _self_terms(W: Tensor, KW: Tensor, k0: Tensor, unbiased: bool, counts: Tenso
     s = (W * KW).sum(0)
     if not unbiased:
         return s
-    w2 = W.pow(2).sum(0)
-    ok = (counts >= 2) & (w2 < 1)
-    return torch.where(ok, (s - w2 * k0) / torch.where(ok, 1 - w2, torch.ones_like(w2)), torch.zeros_like(s))
+    return _unbiased_self(s, W.pow(2).sum(0), counts, k0)
 
 
 def group_mmd(z: Tensor, groups: Tensor, weight: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
