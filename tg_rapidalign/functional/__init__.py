@@ -4,7 +4,7 @@ from .alignment import AlignmentResult, se3_kernel_alignment
 from .drmmd import drmmd, drmmd_from_gram, drmmd_witness_grad, mmd_witness_grad
 from .group_mmd import group_mmd
 from .mmd import kernel_cosine, kernel_mmd, kernel_sums
-from .procrustes import special_polar, weighted_procrustes
+from .procrustes import kabsch_rmsd, special_polar, weighted_procrustes
 
 __all__ = [
     "radius_pairs",
@@ -12,6 +12,7 @@ __all__ = [
     "kernel_cosine",
     "kernel_sums",
     "weighted_procrustes",
+    "kabsch_rmsd",
     "special_polar",
     "se3_kernel_alignment",
     "AlignmentResult",

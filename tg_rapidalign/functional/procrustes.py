@@ -106,3 +106,37 @@ def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
     R = special_polar(S)
     t = mx - (R @ my.unsqueeze(2)).squeeze(2)
     return R, t
+
+
+def kabsch_rmsd(x: Tensor, y: Tensor, weight: Optional[Tensor] = None, batch: Optional[Tensor] = None,
+                num_graphs: Optional[int] = None) -> Tensor:
+    r"""Root-mean-square deviation of paired points after the optimal rigid
+    superposition (Kabsch), per graph:
+
+    .. math::
+        \mathrm{RMSD}_g = \Big(\sum_{i \in g} w_i \lVert \mathbf{x}_i -
+        (R \mathbf{y}_i + \mathbf{t}) \rVert^2 \Big/ \sum_{i \in g} w_i\Big)^{1/2},
+
+    with :math:`(R, \mathbf{t})` from :func:`weighted_procrustes` (proper
+    rotations only: a mirror image does not superpose). Invariant to any rigid
+    motion of either set. Differentiable, with a zero gradient where the RMSD is
+    0 (the square root's derivative is unbounded there); graphs without nodes or
+    weight give 0.
+
+    Args:
+        x (torch.Tensor): Points :math:`[N, 3]`.
+        y (torch.Tensor): Points :math:`[N, 3]`, row :math:`i` paired with row :math:`i` of :obj:`x`.
+        weight (torch.Tensor, optional): Non-negative weights :math:`[N]`. (default: uniform)
+        batch (torch.Tensor, optional): Sorted graph ids :math:`[N]`. (default: one graph)
+        num_graphs (int, optional): :math:`B`, if trailing graphs are empty. (default: :obj:`None`)
+
+    Returns:
+        torch.Tensor: :math:`[B]`.
+    """
+    R, t = weighted_procrustes(x, y, weight, batch, num_graphs)
+    batch = check_batch(batch, x.size(0), "batch", x.device)
+    w = normalize_weights(check_weights(weight, x.size(0), "weight", x), batch, R.size(0), x.dtype)
+    moved = (R[batch] @ y.unsqueeze(2)).squeeze(2) + t[batch]
+    msd = graph_sum(w * (x - moved).pow(2).sum(1), batch, R.size(0))
+    positive = msd > 0
+    return torch.where(positive, torch.where(positive, msd, 1.0).sqrt(), 0.0)

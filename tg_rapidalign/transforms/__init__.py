@@ -1,4 +1,6 @@
-"""PyG transforms: synthetic corruptions for kernel calibration."""
+"""PyG transforms: synthetic corruptions for kernel calibration, and rigid motions."""
 from .corruptions import GaussianNoise, NodeMasking, RigidSubpartDisplacement
+from .rigid import AlignToReference, RandomRigidMotion, random_rotation
 
-__all__ = ["GaussianNoise", "NodeMasking", "RigidSubpartDisplacement"]
+__all__ = ["GaussianNoise", "NodeMasking", "RigidSubpartDisplacement", "AlignToReference",
+           "RandomRigidMotion", "random_rotation"]
