@@ -2,9 +2,30 @@ from tg_rapidalign.cli import main
 
 
 def test_demo_smoke(tmp_path, capsys):
-    assert main(["demo", "--steps", "5", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--steps", "4", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "RMSD reduction on held-out molecules" in out and (tmp_path / "demo_denoiser.png").exists()
+
+
+def test_demo_with_a_calibrated_kernel_file(tmp_path, capsys):
+    from tg_rapidalign import MultiBandGaussianKernel, save_kernel
+
+    path = tmp_path / "k.json"
+    save_kernel(MultiBandGaussianKernel([0.25, 0.6]), path, {"loss": "alignment"})
+    assert main(["demo", "--steps", "2", "--kernel", str(path), "--mmd-weight", "0.5",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert "held-out" in capsys.readouterr().out
+
+
+def test_shapes_smoke(tmp_path, capsys):
+    assert main(["shapes", "--steps", "5", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "MMD^2" in out and (tmp_path / "demo_mmd.png").exists()
+
+
+def test_bench_runs_a_benchmark_script(capsys):
+    assert main(["bench", "memory", "--n", "2000", "--neighbours", "20"]) == 0
+    assert "MiB" in capsys.readouterr().out
 
 
 def test_calibrate_command_on_built_in_molecules_and_npz(tmp_path, capsys):

@@ -8,6 +8,31 @@ from typing import List, Optional
 
 
 def _demo(args) -> int:
+    """The molecule denoiser on the built-in G2 molecules."""
+    import torch
+
+    from .datasets import g2_molecules
+    from .denoising import plot_report, split_molecules, train_denoiser
+
+    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
+    molecules = g2_molecules(min_atoms=3)
+    train, test = split_molecules(molecules, test_fraction=0.2, seed=0)
+    kernel = None
+    if args.kernel:
+        from .io import load_kernel
+        kernel = load_kernel(args.kernel)
+    print(f"{len(molecules)} molecules from ASE's G2 collection (built in): {len(train)} for training, "
+          f"{len(test)} held out; noise {args.noise:g} Å per coordinate")
+    report = train_denoiser(train, test, noise=args.noise, steps=args.steps, mmd_weight=args.mmd_weight,
+                            seed=args.seed, kernel=kernel, progress=not args.quiet)
+    print(report.table())
+    os.makedirs(args.out, exist_ok=True)
+    path = plot_report(report, os.path.join(args.out, "demo_denoiser.png"))
+    print(f"plot: {path}")
+    return 0
+
+
+def _shapes(args) -> int:
     import torch
     from tqdm import tqdm
 
@@ -70,14 +95,10 @@ def _alignment_demo(target, kernel):
     import torch
 
     from . import kernel_mmd, se3_kernel_alignment
+    from .transforms.rigid import random_rotation
 
     gen = torch.Generator().manual_seed(1)
-    q = torch.randn(target.num_graphs, 4, generator=gen)
-    q = q / q.norm(dim=1, keepdim=True)
-    w, a, b, c = q.unbind(1)
-    R = torch.stack([1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-                     2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-                     2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b)], 1).view(-1, 3, 3)
+    R = random_rotation(target.num_graphs, gen, target.pos.dtype)
     shift = torch.randn(target.num_graphs, 3, generator=gen) * 3
     keep = torch.rand(target.num_nodes, generator=gen) > 0.2
     pos, batch = target.pos[keep], target.batch[keep]
@@ -134,14 +155,45 @@ def _calibrate(args) -> int:
     return 0
 
 
+BENCHMARKS = ("mmd", "alignment", "memory")
+
+
+def _bench(args) -> int:
+    """Runs a script of the source checkout's ``benchmarks/`` folder."""
+    import runpy
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    script = os.path.join(root, f"bench_{args.which}.py")
+    if not os.path.exists(script):
+        print(f"rapidalign bench needs the source checkout's benchmarks/ folder (looked for {script}); "
+              "install with `pip install -e .` from a clone", file=sys.stderr)
+        return 2
+    argv = sys.argv
+    sys.argv = [script, *args.args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = argv
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="rapidalign", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="fit point clouds to built-in shapes with the kernel MMD loss")
-    demo.add_argument("--steps", type=int, default=300)
+    demo = sub.add_parser("demo", help="train the molecule denoiser on built-in molecules (the main demo)")
+    demo.add_argument("--steps", type=int, default=2000)
+    demo.add_argument("--noise", type=float, default=0.3, help="noise per coordinate, Å")
+    demo.add_argument("--mmd-weight", type=float, default=0.0, help="add this times kernel MMD to the loss")
+    demo.add_argument("--kernel", help="a kernel file from `rapidalign calibrate` to use in the loss")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="outputs")
     demo.add_argument("--quiet", action="store_true")
+    shapes = sub.add_parser("shapes", help="fit point clouds to built-in shapes with the kernel MMD loss, "
+                            "then align moved copies")
+    shapes.add_argument("--steps", type=int, default=300)
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--out", default="outputs")
+    shapes.add_argument("--quiet", action="store_true")
     cal = sub.add_parser("calibrate", help="fit the kernel so the loss tracks corruption levels")
     cal.add_argument("--data", help=".xyz/.sdf (read by ASE) or .npz (pos, batch); "
                      "default: built-in molecules")
@@ -153,9 +205,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     cal.add_argument("--out", default="kernel.json")
     cal.add_argument("--plot", default="calibration.png")
     cal.add_argument("--quiet", action="store_true")
+    bench = sub.add_parser("bench", help="run a benchmark of the source checkout (prints a ratio table)")
+    bench.add_argument("which", choices=BENCHMARKS)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="options of benchmarks/bench_WHICH.py")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "shapes":
+        return _shapes(args)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "calibrate":
         return _calibrate(args)
     return 1  # pragma: no cover
