@@ -12,6 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("drmmd_three_rings.py", ["--steps", "40", "--no-progress"]),
     ("drmmd_student_teacher.py", ["--steps", "20", "--student", "20"]),
     ("batch_correction.py", ["--samples", "400", "--train", "300", "--steps", "30"]),
+    ("molecule_denoiser.py", ["--steps", "6", "--no-progress"]),
+    ("gnn_autoencoder.py", ["--steps", "6", "--no-progress"]),
 ])
 def test_example_runs_and_writes_its_plot(tmp_path, script, args):
     out = tmp_path / "plot.png"
