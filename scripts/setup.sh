@@ -19,7 +19,9 @@ fi
 python -m pip install -q "setuptools>=64" wheel ninja
 case "$task" in
     demo)
-        python -m pip install -q --no-build-isolation -e .
+        # RDKit adds the symmetry-aware RMSD column to the demo's table (optional).
+        python -m pip install -q --no-build-isolation -e ".[molecules]" \
+            || python -m pip install -q --no-build-isolation -e .
         rapidalign demo "${@:2}"
         ;;
     test)

@@ -40,3 +40,17 @@ def test_training_lowers_the_heldout_rmsd_and_plots(tmp_path):
     assert (tmp_path / "d.png").stat().st_size > 1000 and path.endswith("d.png")
     with pytest.raises(ValueError, match="noise"):
         train_denoiser(train, test, noise=0.0, steps=1)
+
+
+def test_symmetric_rmsd_ignores_swaps_of_equivalent_atoms():
+    pytest.importorskip("rdkit")
+    from tg_rapidalign.denoising import symmetric_rmsd
+
+    ch4 = next(m for m in g2_molecules() if m.name == "CH4")
+    swapped = ch4.pos[torch.tensor([0, 2, 1, 3, 4])]  # two hydrogens exchanged: a mirror image
+    noisy = ch4.pos + 0.1 * torch.randn(ch4.pos.shape, dtype=ch4.pos.dtype)
+    sym = symmetric_rmsd(ch4.z, ch4.pos, [swapped, noisy])
+    assert sym[0] < 1e-6 < float(kabsch_rmsd(ch4.pos, swapped))
+    # Otherwise it is the plain superposition RMSD, never above it.
+    assert sym[1] <= float(kabsch_rmsd(ch4.pos, noisy)) + 1e-9
+    assert abs(sym[1] - float(kabsch_rmsd(ch4.pos, noisy))) < 0.05

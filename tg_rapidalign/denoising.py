@@ -45,6 +45,46 @@ def corrupt(batch: Batch, noise: float, generator: Optional[torch.Generator] = N
     return (R[batch.batch] @ pos.unsqueeze(-1)).squeeze(-1) + shift[batch.batch] + noise * eps
 
 
+def rdkit_available() -> bool:
+    try:
+        import rdkit  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def symmetric_rmsd(z: Tensor, reference: Tensor, positions: Sequence[Tensor]) -> Optional[List[float]]:
+    """RDKit's symmetry-aware RMSD (``rdMolAlign.GetBestRMS``: the best
+    superposition over the atom permutations that the bond graph allows, so
+    swapping two equivalent hydrogens costs nothing) of each structure in
+    :obj:`positions` against :obj:`reference`, with the bonds perceived from the
+    reference's geometry. ``None`` when RDKit is not installed or cannot read the
+    molecule."""
+    try:
+        from rdkit import Chem, RDLogger
+        from rdkit.Chem import rdDetermineBonds, rdMolAlign
+        from rdkit.Geometry import Point3D
+    except ImportError:
+        return None
+    RDLogger.DisableLog("rdApp.*")
+    table = Chem.GetPeriodicTable()
+    lines = [f"{len(z)}", ""] + [f"{table.GetElementSymbol(int(a))} {x:.6f} {y:.6f} {w:.6f}"
+                                  for a, (x, y, w) in zip(z.tolist(), reference.tolist())]
+    try:
+        ref = Chem.MolFromXYZBlock("\n".join(lines) + "\n")
+        rdDetermineBonds.DetermineConnectivity(ref)
+        out = []
+        for pos in positions:
+            probe = Chem.Mol(ref)
+            conf = probe.GetConformer()
+            for i, (x, y, w) in enumerate(pos.tolist()):
+                conf.SetAtomPosition(i, Point3D(x, y, w))
+            out.append(float(rdMolAlign.GetBestRMS(probe, ref)))
+        return out
+    except Exception:  # noqa: BLE001 - RDKit raises its own types for unreadable chemistry
+        return None
+
+
 @dataclass
 class DenoiserReport:
     """What :func:`train_denoiser` returns."""
@@ -58,6 +98,8 @@ class DenoiserReport:
     atoms: List[int] = field(default_factory=list)
     noisy_rmsd: Optional[Tensor] = None      #: [molecules] mean over noise draws, Å
     denoised_rmsd: Optional[Tensor] = None   #: [molecules]
+    noisy_sym_rmsd: Optional[Tensor] = None     #: [molecules] RDKit symmetry-aware RMSD (NaN: not read)
+    denoised_sym_rmsd: Optional[Tensor] = None  #: [molecules]; both None without RDKit
 
     @property
     def reduction(self) -> float:
@@ -65,12 +107,23 @@ class DenoiserReport:
         return 1.0 - float(self.denoised_rmsd.mean() / self.noisy_rmsd.mean())
 
     def table(self) -> str:
-        rows = [f"{'held-out molecule':<18} {'atoms':>5} {'noisy RMSD':>11} {'denoised':>9}"]
-        for name, n, a, b in zip(self.names, self.atoms, self.noisy_rmsd.tolist(),
-                                 self.denoised_rmsd.tolist()):
-            rows.append(f"{name:<18} {n:>5} {a:>11.3f} {b:>9.3f}")
-        rows.append(f"{'mean':<18} {'':>5} {float(self.noisy_rmsd.mean()):>11.3f} "
-                    f"{float(self.denoised_rmsd.mean()):>9.3f}")
+        sym = self.noisy_sym_rmsd is not None
+        head = f"{'held-out molecule':<18} {'atoms':>5} {'noisy RMSD':>11} {'denoised':>9}"
+        rows = [head + (f" | {'RDKit sym. noisy':>16} {'denoised':>9}" if sym else "")]
+        n_mol = len(self.names)
+        cols = [self.noisy_rmsd, self.denoised_rmsd] + ([self.noisy_sym_rmsd, self.denoised_sym_rmsd]
+                                                        if sym else [])
+        for i in range(n_mol):
+            row = (f"{self.names[i]:<18} {self.atoms[i]:>5} {float(cols[0][i]):>11.3f} "
+                   f"{float(cols[1][i]):>9.3f}")
+            if sym:
+                row += f" | {float(cols[2][i]):>16.3f} {float(cols[3][i]):>9.3f}"
+            rows.append(row)
+        mean = f"{'mean':<18} {'':>5} {float(cols[0].mean()):>11.3f} {float(cols[1].mean()):>9.3f}"
+        if sym:
+            ok = ~torch.isnan(cols[2])
+            mean += f" | {float(cols[2][ok].mean()):>16.3f} {float(cols[3][ok].mean()):>9.3f}"
+        rows.append(mean)
         rows.append(f"RMSD reduction on held-out molecules: {100 * self.reduction:.1f}% "
                     f"(noise {self.noise:g} Å per coordinate; Kabsch-aligned RMSD in Å)")
         return "\n".join(rows)
@@ -78,9 +131,10 @@ class DenoiserReport:
 
 @torch.no_grad()
 def evaluate(model: EquivariantDenoiser, molecules: Sequence, noise: float, draws: int = 8,
-             seed: int = 1234):
+             seed: int = 1234, symmetric: bool = False):
     """Per-molecule mean Kabsch RMSD (noisy input, denoised output) over
-    :obj:`draws` seeded noise draws."""
+    :obj:`draws` seeded noise draws; with :obj:`symmetric`, also RDKit's
+    symmetry-aware RMSDs (:func:`symmetric_rmsd`; ``None`` without RDKit)."""
     was_training = model.training
     model.eval()
     batch = Batch.from_data_list(list(molecules))
@@ -89,13 +143,29 @@ def evaluate(model: EquivariantDenoiser, molecules: Sequence, noise: float, draw
     gen = torch.Generator().manual_seed(seed)
     noisy_sum = pos.new_zeros(batch.num_graphs)
     clean_sum = pos.new_zeros(batch.num_graphs)
+    samples = []
     for _ in range(draws):
         noisy = corrupt(Batch(pos=pos, batch=batch.batch, ptr=batch.ptr), noise, gen)
         out = model(batch.z, noisy, batch.batch, batch.num_graphs)
         noisy_sum += kabsch_rmsd(pos, noisy, batch=batch.batch, num_graphs=batch.num_graphs)
         clean_sum += kabsch_rmsd(pos, out, batch=batch.batch, num_graphs=batch.num_graphs)
+        samples.append((noisy.double(), out.double()))
     model.train(was_training)
-    return noisy_sum / draws, clean_sum / draws
+    if not symmetric:
+        return noisy_sum / draws, clean_sum / draws
+    if not rdkit_available():
+        return noisy_sum / draws, clean_sum / draws, None, None
+    sym = []
+    for g in range(batch.num_graphs):
+        part = slice(int(batch.ptr[g]), int(batch.ptr[g + 1]))
+        ref = pos[part].double()
+        values = symmetric_rmsd(batch.z[part], ref, [p[part] for s_ in samples for p in s_])
+        if values is None:
+            sym.append((float("nan"), float("nan")))
+        else:
+            sym.append((sum(values[0::2]) / draws, sum(values[1::2]) / draws))
+    sym_t = torch.tensor(sym, dtype=torch.float64)
+    return noisy_sum / draws, clean_sum / draws, sym_t[:, 0], sym_t[:, 1]
 
 
 def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: int = 1500,
@@ -179,7 +249,8 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
             report.eval_rmsd.append(float(denoised.mean()))
             bar.set_postfix(loss=f"{loss.item():.3f}", heldout_rmsd=f"{report.eval_rmsd[-1]:.3f}",
                             noisy=f"{float(noisy_rmsd.mean()):.3f}")
-    report.noisy_rmsd, report.denoised_rmsd = evaluate(model, test, noise, draws=eval_draws)
+    (report.noisy_rmsd, report.denoised_rmsd, report.noisy_sym_rmsd,
+     report.denoised_sym_rmsd) = evaluate(model, test, noise, draws=eval_draws, symmetric=True)
     report.names = [str(getattr(m, "name", i)) for i, m in enumerate(test)]
     report.atoms = [m.num_nodes for m in test]
     return report
