@@ -41,3 +41,14 @@ def test_is_reproducible_and_validates():
         calibrate_kernel(chains(3), "blur", **kw)
     with pytest.raises(ValueError, match="loss"):
         calibrate_kernel(chains(3), loss="l2", **kw)
+
+
+def test_length_sets_the_noise_unit():
+    import pytest
+
+    from tg_rapidalign.calibration import calibrate_kernel
+    from tg_rapidalign.datasets import g2_molecules
+
+    with pytest.raises(ValueError, match="length"):
+        calibrate_kernel(g2_molecules(min_atoms=8)[:4], "noise", "cosine", steps=1, length=-1.0,
+                         progress=False)

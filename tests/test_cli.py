@@ -43,7 +43,8 @@ def test_calibrate_command_on_built_in_molecules_and_npz(tmp_path, capsys):
     assert main(["calibrate", "--steps", "3", "--quiet", "--out", str(out), "--plot", str(plot)]) == 0
     assert "calibrated" in capsys.readouterr().out and plot.exists()
     kernel, meta = load_kernel(out, return_metadata=True)
-    assert meta["loss"] == "mmd" and meta["data"]["structures"] == len(g2_molecules())
+    assert meta["loss"] == "cosine" and meta["data"]["structures"] == len(g2_molecules())
+    assert meta["corruption"]["length"] == "rms_radius"
     json.loads(out.read_text())
     pos = torch.cat([m.pos for m in mols[:4]]).numpy()
     batch = np.concatenate([np.full(len(m.pos), i) for i, m in enumerate(mols[:4])])

@@ -133,9 +133,10 @@ def _calibrate(args) -> int:
     source = args.data or "ASE G2 molecules (built in)"
     print(f"{len(structures)} structures from {source}; corruption {args.corruption}, loss {args.loss}")
     rep = calibrate_kernel(structures, args.corruption, args.loss, steps=args.steps, lr=args.lr,
-                           seed=args.seed, progress=not args.quiet)
+                           seed=args.seed, length=args.length, progress=not args.quiet)
     print(rep.summary())
-    meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": list(DEFAULT_LEVELS)},
+    meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": list(DEFAULT_LEVELS),
+                                              "length": args.length or "rms_radius"},
             "data": {"source": source, "structures": len(structures)}, "temperature": rep.temperature,
             "report": {"spearman_before": rep.before.spearman, "spearman_after": rep.after.spearman,
                        "ordered_after": rep.after.ordered_fraction}}
@@ -198,7 +199,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     cal.add_argument("--data", help=".xyz/.sdf (read by ASE) or .npz (pos, batch); "
                      "default: built-in molecules")
     cal.add_argument("--corruption", default="noise", choices=["noise", "masking", "rigid"])
-    cal.add_argument("--loss", default="mmd", choices=["mmd", "cosine", "alignment"])
+    cal.add_argument("--loss", default="cosine", choices=["mmd", "cosine", "alignment"],
+                     help="1 - kernel cosine (default) does not scale with the node count, so it ranks "
+                     "structures of different sizes together better than MMD")
+    cal.add_argument("--length", type=float, help="noise std / rigid shift per unit level, in the "
+                     "data's units (default: each structure's RMS radius)")
     cal.add_argument("--steps", type=int, default=200)
     cal.add_argument("--lr", type=float, default=0.05)
     cal.add_argument("--seed", type=int, default=0)
