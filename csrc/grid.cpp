@@ -26,6 +26,7 @@ GridParams make_grid_params(const at::Tensor& a, const at::Tensor& batch_a, cons
     for (int d = 0; d < 3; ++d) p.size[d] = 1;
     return p;
   };
+  p.largest = largest;
   if (no_cutoff || largest <= kGraphCellPoints) {
     p.r = r;
     return one_cell_per_graph();

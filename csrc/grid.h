@@ -22,6 +22,7 @@ struct GridParams {
   double r;       // the search radius (the cutoff)
   int64_t reach;  // cells to visit on each side of a query's cell: ceil(r / h)
   int64_t size[3];
+  int64_t largest;  // the most points of one graph on either side (host only)
 };
 
 // Cells per search radius: h = r / kCellsPerRadius, so that the visited cells

@@ -9,13 +9,20 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define TGRA_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define TGRA_ALWAYS_INLINE inline
+#endif
+
 namespace tg_rapidalign {
 
+// Always inlined: an out-of-line call inside a simd loop stops its vectorisation.
 template <typename T>
-inline T fast_exp(T x);
+TGRA_ALWAYS_INLINE T fast_exp(T x);
 
 template <>
-inline double fast_exp<double>(double x) {
+TGRA_ALWAYS_INLINE double fast_exp<double>(double x) {
   x = x < -708.0 ? -708.0 : x;
   const double shift = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
   const double z = x * 1.4426950408889634 + shift;
@@ -46,7 +53,7 @@ inline double fast_exp<double>(double x) {
 }
 
 template <>
-inline float fast_exp<float>(float x) {
+TGRA_ALWAYS_INLINE float fast_exp<float>(float x) {
   x = x < -87.0f ? -87.0f : x;
   const float shift = 12582912.0f;  // 1.5 * 2^23
   const float z = x * 1.44269504f + shift;

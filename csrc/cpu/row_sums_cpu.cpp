@@ -152,6 +152,125 @@ inline void axpy(scalar_t* y, scalar_t alpha, const scalar_t* x, int64_t len) {
 }
 
 
+// One band, C channels known at compile time: distances, exponentials and the
+// channel sums in a single pass over a range (no intermediate arrays), which is
+// what molecule-sized graphs spend their time on. The range runs in chunks of a
+// fixed vector width; the last, partial chunk is copied into zero-padded arrays
+// (padding sits on the query with channel 0, so it adds nothing) rather than
+// left to a scalar remainder loop, which dominated for ranges of 10-50 points.
+template <typename scalar_t>
+constexpr int kLanes = 64 / sizeof(scalar_t);
+
+template <typename scalar_t, int C>
+inline void fused_chunk(const scalar_t* x, const scalar_t* y, const scalar_t* z, const scalar_t* const* ch,
+                        int64_t n, scalar_t qx, scalar_t qy, scalar_t qz, scalar_t neg, scalar_t r2,
+                        scalar_t* acc) {
+  scalar_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0;
+  const scalar_t *c0 = ch[0], *c1 = ch[C > 1 ? 1 : 0], *c2 = ch[C > 2 ? 2 : 0], *c3 = ch[C > 3 ? 3 : 0],
+                 *c4 = ch[C > 4 ? 4 : 0];
+#pragma omp simd reduction(+ : a0, a1, a2, a3, a4)
+  for (int64_t t = 0; t < n; ++t) {
+    const scalar_t dx = qx - x[t], dy = qy - y[t], dz = qz - z[t];
+    const scalar_t d2 = dx * dx + dy * dy + dz * dz;
+    const scalar_t e = d2 <= r2 ? fast_exp(d2 * neg) : scalar_t(0);
+    a0 += e * c0[t];
+    if (C > 1) a1 += e * c1[t];
+    if (C > 2) a2 += e * c2[t];
+    if (C > 3) a3 += e * c3[t];
+    if (C > 4) a4 += e * c4[t];
+  }
+  acc[0] += a0;
+  if (C > 1) acc[1] += a1;
+  if (C > 2) acc[2] += a2;
+  if (C > 3) acc[3] += a3;
+  if (C > 4) acc[4] += a4;
+}
+
+template <typename scalar_t, int C>
+inline void fused_range(const scalar_t* q, const scalar_t* pos, const scalar_t* chan, int64_t m, int64_t s,
+                        int64_t len, scalar_t neg, scalar_t r2, double* acc) {
+  constexpr int W = kLanes<scalar_t>;
+  const scalar_t qx = q[0], qy = q[1], qz = q[2];
+  scalar_t part[5] = {0, 0, 0, 0, 0};
+  const int64_t full = len - len % W;
+  const scalar_t* ch[5];
+  for (int c = 0; c < C; ++c) ch[c] = chan + c * m + s;
+  if (full > 0) fused_chunk<scalar_t, C>(pos + s, pos + m + s, pos + 2 * m + s, ch, full, qx, qy, qz, neg, r2, part);
+  if (full < len) {
+    alignas(64) scalar_t px[W], py[W], pz[W], pc[C][W];
+    const int64_t rest = len - full;
+    for (int t = 0; t < W; ++t) {
+      const bool in = t < rest;
+      px[t] = in ? pos[s + full + t] : qx;
+      py[t] = in ? pos[m + s + full + t] : qy;
+      pz[t] = in ? pos[2 * m + s + full + t] : qz;
+      for (int c = 0; c < C; ++c) pc[c][t] = in ? ch[c][full + t] : scalar_t(0);
+    }
+    const scalar_t* pch[5];
+    for (int c = 0; c < C; ++c) pch[c] = pc[c];
+    fused_chunk<scalar_t, C>(px, py, pz, pch, W, qx, qy, qz, neg, r2, part);
+  }
+  for (int c = 0; c < C; ++c) acc[c] += part[c];
+}
+
+// Molecule-sized graphs (one cell per graph, at most kGraphCellPoints points):
+// each graph's sources are copied once into zero-padded arrays of a whole
+// number of vector widths (channel 0 on the padding), so every query of the
+// graph runs full-width chunks only.
+template <typename scalar_t, int C>
+void fused_graph_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap,
+                      const Bands& bands, scalar_t r2, scalar_t* op, int64_t num_graphs) {
+  constexpr int W = kLanes<scalar_t>;
+  const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
+  const double coef = bands.coef[0];
+  const int64_t* qs = queries.start.data_ptr<int64_t>();
+  const int64_t* order = queries.perm.data_ptr<int64_t>();
+  const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
+  const int64_t m = src.m;
+  at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
+    alignas(64) scalar_t buf[(3 + C) * (kGraphCellPoints + W)];
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
+      if (nb == 0 || qs[g] == qs[g + 1]) continue;  // rows stay 0
+      const int64_t nbp = (nb + W - 1) / W * W;
+      scalar_t* cols[3 + C];
+      for (int k = 0; k < 3 + C; ++k) {
+        cols[k] = buf + k * nbp;
+        const scalar_t* from = k < 3 ? src.pos + k * m + s0 : src.chan + (k - 3) * m + s0;
+        std::copy(from, from + nb, cols[k]);
+        std::fill(cols[k] + nb, cols[k] + nbp, scalar_t(0));
+      }
+      const scalar_t* ch[5];
+      for (int c = 0; c < C; ++c) ch[c] = cols[3 + c];
+      for (int64_t t = qs[g]; t < qs[g + 1]; ++t) {
+        const int64_t i = order[t];
+        const scalar_t* ai = ap + 3 * i;
+        scalar_t part[5] = {0, 0, 0, 0, 0};
+        fused_chunk<scalar_t, C>(cols[0], cols[1], cols[2], ch, nbp, ai[0], ai[1], ai[2], neg, r2, part);
+        for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * part[c]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t, int C>
+void fused_rows(const SortedSoA<scalar_t>& src, const int64_t* order, const scalar_t* ap, const int64_t* ba,
+                const GridParams& p, const Bands& bands, scalar_t r2, scalar_t* op, int64_t n) {
+  const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
+  const double coef = bands.coef[0];
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = order[t];
+      double acc[5] = {0, 0, 0, 0, 0};
+      const scalar_t* ai = ap + 3 * i;
+      for_each_range(ai, ba[i], src.index, p, [&](int64_t s, int64_t e) {
+        fused_range<scalar_t, C>(ai, src.pos, src.chan, src.m, s, e - s, neg, r2, acc);
+      });
+      for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * acc[c]);
+    }
+  });
+}
+
 at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
                                const at::Tensor& coefs, double r, int64_t num_graphs) {
@@ -166,12 +285,24 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_cpu", [&] {
     SortedSoA<scalar_t> src(sort_by_cell(b_.contiguous(), batch_b_, p, num_graphs), cb_);
     // Queries in cell order: consecutive queries read the same cells (cache).
-    const at::Tensor order_t = sort_by_cell(a, batch_a, p, num_graphs).perm;
+    const SortedGrid queries = sort_by_cell(a, batch_a, p, num_graphs);
+    const at::Tensor& order_t = queries.perm;
     const int64_t* order = order_t.data_ptr<int64_t>();
     const scalar_t* ap = a.data_ptr<scalar_t>();
     const int64_t* ba = batch_a.data_ptr<int64_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const scalar_t r2 = cut2<scalar_t>(r);
+    const bool graph_tiles = p.reach == 0 && p.largest <= kGraphCellPoints && num_graphs > 1;
+    if (bands.count == 1 && (channels == 1 || channels == 5) && graph_tiles) {
+      if (channels == 1) fused_graph_rows<scalar_t, 1>(src, queries, ap, bands, r2, op, num_graphs);
+      else fused_graph_rows<scalar_t, 5>(src, queries, ap, bands, r2, op, num_graphs);
+      return;
+    }
+    if (bands.count == 1 && (channels == 1 || channels == 5)) {
+      if (channels == 1) fused_rows<scalar_t, 1>(src, order, ap, ba, p, bands, r2, op, n);
+      else fused_rows<scalar_t, 5>(src, order, ap, ba, p, bands, r2, op, n);
+      return;
+    }
     at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
       std::vector<double> acc(channels);
       Block<scalar_t> blk;
