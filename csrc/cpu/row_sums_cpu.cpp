@@ -271,6 +271,76 @@ void fused_rows(const SortedSoA<scalar_t>& src, const int64_t* order, const scal
   });
 }
 
+// The a side of the one-band backward on per-graph tiles (see fused_graph_rows):
+// with s_j = grad_i . cb_j and e_j the kernel, five sums per query,
+// sum s e, sum s e d2 and sum s e b_j, give grad_a, the bandwidth and the
+// coefficient gradients.
+template <typename scalar_t, int C>
+void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap,
+                            const scalar_t* gp, const Bands& bands, scalar_t r2, scalar_t* gap,
+                            int64_t num_graphs, double& g_sigma, double& g_coef, std::mutex& merge) {
+  constexpr int W = kLanes<scalar_t>;
+  const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
+  const double coef = bands.coef[0], sg = bands.sigma[0], cs = coef * 2 * bands.inv2[0];
+  const int64_t* qs = queries.start.data_ptr<int64_t>();
+  const int64_t* order = queries.perm.data_ptr<int64_t>();
+  const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
+  const int64_t m = src.m;
+  at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
+    alignas(64) scalar_t buf[(3 + C) * (kGraphCellPoints + W)];
+    double lc = 0, ls = 0;
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
+      if (nb == 0 || qs[g] == qs[g + 1]) continue;  // gradients stay 0
+      const int64_t nbp = (nb + W - 1) / W * W;
+      scalar_t* cols[3 + C];
+      for (int k = 0; k < 3 + C; ++k) {
+        cols[k] = buf + k * nbp;
+        const scalar_t* from = k < 3 ? src.pos + k * m + s0 : src.chan + (k - 3) * m + s0;
+        std::copy(from, from + nb, cols[k]);
+        std::fill(cols[k] + nb, cols[k] + nbp, scalar_t(0));
+      }
+      const scalar_t *x = cols[0], *y = cols[1], *z = cols[2];
+      const scalar_t *c0 = cols[3], *c1 = cols[3 + (C > 1 ? 1 : 0)], *c2 = cols[3 + (C > 2 ? 2 : 0)],
+                     *c3 = cols[3 + (C > 3 ? 3 : 0)], *c4 = cols[3 + (C > 4 ? 4 : 0)];
+      for (int64_t t = qs[g]; t < qs[g + 1]; ++t) {
+        const int64_t i = order[t];
+        const scalar_t* ai = ap + 3 * i;
+        const scalar_t* gi = gp + C * i;
+        const scalar_t qx = ai[0], qy = ai[1], qz = ai[2];
+        const scalar_t g0 = gi[0], g1 = C > 1 ? gi[1] : 0, g2 = C > 2 ? gi[2] : 0, g3 = C > 3 ? gi[3] : 0,
+                       g4 = C > 4 ? gi[4] : 0;
+        scalar_t a0 = 0, a1 = 0, ax = 0, ay = 0, az = 0;
+#pragma omp simd reduction(+ : a0, a1, ax, ay, az)
+        for (int64_t j = 0; j < nbp; ++j) {
+          const scalar_t dx = qx - x[j], dy = qy - y[j], dz = qz - z[j];
+          const scalar_t d2 = dx * dx + dy * dy + dz * dz;
+          const scalar_t e = d2 <= r2 ? fast_exp(d2 * neg) : scalar_t(0);
+          scalar_t sj = g0 * c0[j];
+          if (C > 1) sj += g1 * c1[j];
+          if (C > 2) sj += g2 * c2[j];
+          if (C > 3) sj += g3 * c3[j];
+          if (C > 4) sj += g4 * c4[j];
+          const scalar_t se = sj * e;
+          a0 += se;
+          a1 += se * d2;
+          ax += se * x[j];
+          ay += se * y[j];
+          az += se * z[j];
+        }
+        lc += a0;
+        ls += coef / (sg * sg * sg) * a1;
+        gap[3 * i + 0] = static_cast<scalar_t>(cs * (double(ax) - double(a0) * double(qx)));
+        gap[3 * i + 1] = static_cast<scalar_t>(cs * (double(ay) - double(a0) * double(qy)));
+        gap[3 * i + 2] = static_cast<scalar_t>(cs * (double(az) - double(a0) * double(qz)));
+      }
+    }
+    std::lock_guard<std::mutex> lock(merge);
+    g_sigma += ls;
+    g_coef += lc;
+  });
+}
+
 at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
                                const at::Tensor& coefs, double r, int64_t num_graphs) {
@@ -344,7 +414,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_backward_cpu", [&] {
     const scalar_t r2 = cut2<scalar_t>(r);
     // a side: rows i against the grid of b (channels cb).
-    if (need_a) {
+    const bool graph_tiles = p.reach == 0 && p.largest <= kGraphCellPoints && num_graphs > 1;
+    if (need_a && graph_tiles && bands.count == 1 && (channels == 1 || channels == 5)) {
+      SortedSoA<scalar_t> src(grid_b, cb);
+      auto fn = channels == 1 ? &fused_graph_backward_a<scalar_t, 1> : &fused_graph_backward_a<scalar_t, 5>;
+      fn(src, grid_a, a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), bands, r2, grad_a.data_ptr<scalar_t>(),
+         num_graphs, g_sig[0], g_coef[0], merge);
+    } else if (need_a) {
       SortedSoA<scalar_t> src(grid_b, cb);
       const int64_t* order = grid_a.perm.data_ptr<int64_t>();
       const scalar_t* ap = a.data_ptr<scalar_t>();

@@ -15,20 +15,26 @@ pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="native extension n
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def inputs(device="cpu", dtype=torch.float64, seed=0):
+def inputs(device="cpu", dtype=torch.float64, seed=0, bands=2, channels=3):
     gen = torch.Generator().manual_seed(seed)
     a, ba = random_batch([40, 0, 25, 1], dtype=dtype)
     b, bb = random_batch([30, 6, 0, 12], dtype=dtype)
-    cb = torch.rand(len(b), 3, dtype=dtype, generator=gen)
-    sigmas = torch.tensor([0.1, 0.35], dtype=dtype)
-    coefs = torch.tensor([0.7, 1.3], dtype=dtype)
+    cb = torch.rand(len(b), channels, dtype=dtype, generator=gen)
+    sigmas = torch.tensor([0.1, 0.35][:bands], dtype=dtype)
+    coefs = torch.tensor([0.7, 1.3][:bands], dtype=dtype)
     return [t.to(device) for t in (a, b, cb, ba, bb, sigmas, coefs)]
+
+
+# One band with 1 or 5 channels on small graphs takes the fused per-graph tile
+# path of the CPU kernels; other shapes the general one.
+SHAPES = [(2, 3), (1, 1), (1, 5), (2, 5)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("r", [None, 0.4])
-def test_row_sums_match_dense_reference(device, r):
-    a, b, cb, ba, bb, s, c = inputs(device)
+@pytest.mark.parametrize("bands,channels", SHAPES)
+def test_row_sums_match_dense_reference(device, r, bands, channels):
+    a, b, cb, ba, bb, s, c = inputs(device, bands=bands, channels=channels)
     out = native.kernel_row_sums(a, b, cb, ba, bb, s, c, r, 4)
     ref = dense_row_sums(a.cpu(), b.cpu(), cb.cpu(), ba.cpu(), bb.cpu(), s, c, r)
     assert torch.allclose(out.cpu(), ref, rtol=1e-12, atol=1e-14)
@@ -39,8 +45,9 @@ def test_row_sums_match_dense_reference(device, r):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_row_sums_gradcheck(device):
-    a, b, cb, ba, bb, s, c = inputs(device)
+@pytest.mark.parametrize("bands,channels", SHAPES)
+def test_row_sums_gradcheck(device, bands, channels):
+    a, b, cb, ba, bb, s, c = inputs(device, bands=bands, channels=channels)
     a, b, cb = a[:20].requires_grad_(), b.requires_grad_(), cb.requires_grad_()
     ba = ba[:20]
     s, c = s.requires_grad_(), c.requires_grad_()
@@ -51,11 +58,12 @@ def test_row_sums_gradcheck(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    a, b, cb, ba, bb, s, c = inputs(device)
+@pytest.mark.parametrize("bands,channels", SHAPES)
+def test_opcheck(device, bands, channels):
+    a, b, cb, ba, bb, s, c = inputs(device, bands=bands, channels=channels)
     a, b, cb = a.requires_grad_(), b.requires_grad_(), cb.requires_grad_()
     torch.library.opcheck(torch.ops.tg_rapidalign.kernel_row_sums, (a, b, cb, ba, bb, s, c, 0.5, 4))
-    grad = torch.rand(len(a), 3, dtype=a.dtype, device=a.device)
+    grad = torch.rand(len(a), channels, dtype=a.dtype, device=a.device)
     torch.library.opcheck(torch.ops.tg_rapidalign.kernel_row_sums_backward,
                           (grad, a.detach(), b.detach(), cb.detach(), ba, bb, s, c, 0.5, 4, True, True))
     torch.library.opcheck(torch.ops.tg_rapidalign.radius_pairs, (a.detach(), b.detach(), 0.3, ba, bb, 4),
