@@ -367,13 +367,18 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     ev = _evaluator(backend, radius_backend, xc, yc, batch_x, batch_y, q, p, num_graphs)
 
     full = pose_grad == "full"
-    with torch.set_grad_enabled(full and torch.is_grad_enabled()):
-        cx = _weighted_cov(xc, q, batch_x, num_graphs)
-        cy = _weighted_cov(yc, p, batch_y, num_graphs)
-        # Mean per-axis variance of both sets: the scale of S (pose_reg) and the
-        # robust E-step's first bandwidth; part of the gradient with pose_grad="full".
-        spread = (cx.diagonal(dim1=-2, dim2=-1).sum(-1) + cy.diagonal(dim1=-2, dim2=-1).sum(-1)) / 6
-    cx, cy = cx.detach(), cy.detach()
+    # The second moments are needed by the principal-axes starts, pose_reg and the
+    # robust E-step only (one pass over the points each, skipped otherwise).
+    if init in ("principal_axes", "octahedral") or pose_reg > 0 or estep == "robust":
+        with torch.set_grad_enabled(full and torch.is_grad_enabled()):
+            cx = _weighted_cov(xc, q, batch_x, num_graphs)
+            cy = _weighted_cov(yc, p, batch_y, num_graphs)
+            # Mean per-axis variance of both sets: the scale of S (pose_reg) and the
+            # robust E-step's first bandwidth; part of the gradient with pose_grad="full".
+            spread = (cx.diagonal(dim1=-2, dim2=-1).sum(-1) + cy.diagonal(dim1=-2, dim2=-1).sum(-1)) / 6
+        cx, cy = cx.detach(), cy.detach()
+    else:
+        spread = x.new_zeros(num_graphs)
     em = _EM(iterations=iterations, estep=estep, sigmas=sigmas if full else sigmas.detach(),
              coefs=coefs if full else coefs.detach(), r=r, cutoff=cutoff,
              pose_reg=pose_reg, blend=pose_blend,

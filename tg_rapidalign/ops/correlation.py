@@ -347,9 +347,13 @@ class PairCorrelation:
 
 def _row_moments(X: Tensor, rows: Tensor, row_scale: Tensor, reduce) -> Moments:
     """Moments of ``w_ij = row_scale_i K_ij p_j`` from the per-row sums
-    ``rows = K @ [p | p y | p |y|^2]`` ``[..., n, 5]``; ``reduce`` sums rows per graph."""
+    ``rows = K @ [p | p y | p |y|^2]`` ``[..., n, 5]``; ``reduce`` sums rows per
+    graph, once, over all 18 moment columns side by side."""
     W = row_scale.unsqueeze(-1) * rows
-    w0 = W[..., 0]
-    return Moments(reduce(w0), reduce(w0.unsqueeze(-1) * X), reduce(W[..., 1:4]),
-                   reduce(X.unsqueeze(-1) * W[..., 1:4].unsqueeze(-2)), reduce(w0 * X.pow(2).sum(-1)),
-                   reduce(W[..., 4]))
+    w0 = W[..., :1]
+    Wy = W[..., 1:4]
+    cols = torch.cat([w0, w0 * X, Wy, (X.unsqueeze(-1) * Wy.unsqueeze(-2)).flatten(-2),
+                      w0 * X.pow(2).sum(-1, keepdim=True), W[..., 4:5]], -1)
+    out = reduce(cols)
+    return Moments(out[..., 0], out[..., 1:4], out[..., 4:7], out[..., 7:16].unflatten(-1, (3, 3)),
+                   out[..., 16], out[..., 17])
