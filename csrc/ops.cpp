@@ -27,4 +27,12 @@ TORCH_LIBRARY(tg_rapidalign, m) {
       "kernel_row_sums_backward(Tensor grad, Tensor a, Tensor b, Tensor cb, Tensor batch_a, "
       "Tensor batch_b, Tensor sigmas, Tensor coefs, float r, int num_graphs, bool need_a, bool need_b) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The alignment E-step of one band, per graph (sorted batches, every pair of a
+  // graph scanned: for molecule-sized graphs): with z_j = R_g y_j + t_g and
+  // w_ij = q_i coef exp(-|x_i - z_j|^2 / (2 sigma^2)) p_j over |x_i - z_j| <= r,
+  // the [B, 18] columns sum w, sum w x (3), sum w y (3), sum w x y^T (9, row-major),
+  // sum w |x|^2, sum w |y|^2. Not differentiable (the pose step is a constant).
+  m.def(
+      "estep_moments(Tensor x, Tensor y, Tensor q, Tensor p, Tensor batch_x, Tensor batch_y, Tensor R, "
+      "Tensor t, Tensor sigmas, Tensor coefs, float r, int num_graphs) -> Tensor");
 }

@@ -74,8 +74,9 @@ def test_invariant_to_rigid_transforms(seed, noise, transform):
     plain.update(pred, target)
     moved.update(pred, target)
     a, b = _scores(plain), _scores(moved)
+    # abs 1e-6: T.RandomRotate builds its matrix in float32 (orthogonal to about 1e-7).
     for key in a:
-        assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
+        assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-6), key
 
 
 @pytest.mark.filterwarnings("ignore:.*RandomTranslate.*deprecated")

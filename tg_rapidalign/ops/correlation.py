@@ -265,6 +265,7 @@ class PairCorrelation:
         self.num_graphs = num_graphs
         self.radius_backend = radius_backend
         self.use_native = use_native and native.supports(x)
+        self._largest = None
 
     def detached(self) -> "PairCorrelation":
         return PairCorrelation(self.x.detach(), self.y.detach(), self.bx, self.by, self.q.detach(),
@@ -310,13 +311,32 @@ class PairCorrelation:
                               self.p.unsqueeze(-1))
         return self._graph_sum(self.q * rows[:, 0])
 
+    def _per_graph_estep(self, sigmas: Tensor, R: Tensor, t: Tensor) -> bool:
+        """Whether the one-pass per-graph E-step op applies: native, one band, small
+        graphs, and nothing to differentiate (the default detached pose)."""
+        if not self.use_native or sigmas.numel() != 1:
+            return False
+        if torch.is_grad_enabled() and any(v.requires_grad for v in (self.x, self.y, self.q, self.p, R, t,
+                                                                        sigmas)):
+            return False
+        if self._largest is None:
+            sizes = [graph_sum(torch.ones_like(b), b, self.num_graphs) for b in (self.bx, self.by)]
+            self._largest = max(int(s.max()) if s.numel() else 0 for s in sizes)
+        return native.estep_moments_supported(self.x, sigmas, self._largest)
+
     def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
+        if nbr is None and self._per_graph_estep(sigmas, R, t):
+            out = native.estep_moments(self.x, self.y, self.q, self.p, self.bx, self.by, R, t, sigmas,
+                                       em_coefs(sigmas, coefs), r, self.num_graphs)
+            mom = Moments(out[:, 0], out[:, 1:4], out[:, 4:7], out[:, 7:16].view(-1, 3, 3), out[:, 16],
+                          out[:, 17])
+            return mom.mass, mom  # one band: em_coefs is the coefficient itself
         rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr, sigmas,
                               em_coefs(sigmas, coefs), _thin(self.p, self.y))
         mom = _row_moments(self.x, rows, self.q, self._graph_sum)
-        if sigmas.numel() == 1:
-            return mom.mass * coefs[0], mom
+        if sigmas.numel() == 1:  # the rows carry the band's coefficient (em_coefs keeps it)
+            return mom.mass, mom
         return self.correlation(R, t, sigmas, coefs, r, nbr), mom
 
     def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor,

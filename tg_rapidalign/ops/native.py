@@ -93,7 +93,34 @@ def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor,
     return 2 * half - half.detach()
 
 
+# Graphs up to this many points per side take the per-graph E-step op (it scans
+# every pair of a graph, as the row sums do for graphs of that size).
+ESTEP_GRAPH_POINTS = 256
+
+
+def estep_moments_supported(x: Tensor, sigmas: Tensor, largest: int) -> bool:
+    """Whether :func:`estep_moments` applies: built, CPU, one band, small graphs."""
+    return (AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and x.size(1) == 3 and sigmas.numel() == 1 and largest <= ESTEP_GRAPH_POINTS)
+
+
+def estep_moments(x: Tensor, y: Tensor, q: Tensor, p: Tensor, batch_x: Tensor, batch_y: Tensor, R: Tensor,
+                  t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
+    r"""The alignment E-step's moments per graph in one pass, ``[B, 18]``: with
+    :math:`z_j = R_g y_j + t_g` and :math:`w_{ij} = q_i\, k(x_i, z_j)\, p_j` over the
+    pairs of graph :math:`g` within ``r``, the columns are :math:`\sum w`,
+    :math:`\sum w x` (3), :math:`\sum w y` (3), :math:`\sum w x y^	op` (9,
+    row-major), :math:`\sum w |x|^2` and :math:`\sum w |y|^2`. One band; sorted
+    batches; not differentiable (the pose step is a constant of the gradient)."""
+    return torch.ops.tg_rapidalign.estep_moments(x, y, q, p, batch_x, batch_y, R, t, sigmas.to(x.dtype),
+                                                 coefs.to(x.dtype), _radius(r), num_graphs)
+
+
 if AVAILABLE:
+    @torch.library.register_fake("tg_rapidalign::estep_moments")
+    def _estep_moments_fake(x, y, q, p, batch_x, batch_y, R, t, sigmas, coefs, r, num_graphs):
+        return x.new_empty(num_graphs, 18)
+
     @torch.library.register_fake("tg_rapidalign::radius_pairs")
     def _radius_pairs_fake(x, y, r, batch_x, batch_y, num_graphs):
         count = torch.library.get_ctx().new_dynamic_size()
