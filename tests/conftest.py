@@ -40,3 +40,23 @@ def rotation_angle(Ra, Rb):
     """Angle in degrees between two rotations."""
     c = ((Ra.transpose(-1, -2) @ Rb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     return torch.rad2deg(torch.arccos(c.clamp(-1, 1)))
+
+
+def shutdown_process_group():
+    """Ends a gloo worker's process group without the teardown deadlock seen in
+    CI: if the last reference to the group is dropped while the main thread holds
+    the GIL (e.g. when a DDP reducer is freed at function exit), the group's
+    destructor joins its worker thread, which may be waiting for the GIL to
+    release a finished work item. So: finish every collective, let the worker
+    thread drain (sleeping releases the GIL), free the Python-side objects, then
+    destroy the group while it is still registered."""
+    import gc
+    import time
+
+    import torch.distributed as dist
+
+    dist.barrier()
+    gc.collect()
+    time.sleep(0.2)
+    dist.destroy_process_group()
+    time.sleep(0.1)

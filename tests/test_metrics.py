@@ -135,6 +135,7 @@ def _free_port() -> int:
 
 def _ddp_worker(rank, world, port, out_dir, fallback):
     import torch.distributed as dist
+    from conftest import shutdown_process_group
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     pred, target = _pairs([5, 8, 6, 9, 7])
@@ -145,7 +146,8 @@ def _ddp_worker(rank, world, port, out_dir, fallback):
                   Batch.from_data_list(target.to_data_list()[share]))
     scores = _scores(metric)
     local_graphs = float(metric.graphs)  # compute leaves the local states as they were
-    dist.destroy_process_group()
+    del metric
+    shutdown_process_group()
     torch.save({"scores": scores, "local": local_graphs}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 

@@ -112,6 +112,7 @@ def _free_port() -> int:
 
 def _ddp_worker(rank, world, port, out_dir):
     import torch.distributed as dist
+    from conftest import shutdown_process_group
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
@@ -125,8 +126,10 @@ def _ddp_worker(rank, world, port, out_dir):
     value = loss_fn(ddp(data[local]), groups[local], weights[local])
     value.backward()
     grads = [p.grad.clone() for p in model.parameters()]
-    dist.destroy_process_group()
-    torch.save({"value": value.detach(), "grads": grads}, os.path.join(out_dir, f"rank{rank}.pt"))
+    result = {"value": value.detach(), "grads": grads}
+    del ddp, value  # the reducer must not outlive the group (see shutdown_process_group)
+    shutdown_process_group()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_ddp_two_processes_match_single_process():
