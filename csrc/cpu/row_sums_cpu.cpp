@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <mutex>
 #include <tuple>
@@ -213,6 +214,29 @@ inline void fused_range(const scalar_t* q, const scalar_t* pos, const scalar_t* 
   for (int c = 0; c < C; ++c) acc[c] += part[c];
 }
 
+// The first 64-byte boundary at or after p (buffers hold W extra elements for it).
+template <typename scalar_t>
+inline scalar_t* aligned64(scalar_t* p) {
+  return reinterpret_cast<scalar_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
+// Copies one graph's sorted sources [s0, s0 + nb) (3 coordinates, then the channels)
+// into cols[0..3+C) inside buf, zero-padded to a whole number of vector widths;
+// returns the padded length.
+template <typename scalar_t>
+inline int64_t load_tile(const SortedSoA<scalar_t>& src, int64_t s0, int64_t nb, int channels, scalar_t* buf,
+                         scalar_t** cols) {
+  constexpr int W = kLanes<scalar_t>;
+  const int64_t nbp = (nb + W - 1) / W * W;
+  for (int k = 0; k < 3 + channels; ++k) {
+    cols[k] = buf + k * nbp;
+    const scalar_t* from = k < 3 ? src.pos + k * src.m + s0 : src.chan + (k - 3) * src.m + s0;
+    std::copy(from, from + nb, cols[k]);
+    std::fill(cols[k] + nb, cols[k] + nbp, scalar_t(0));
+  }
+  return nbp;
+}
+
 // Molecule-sized graphs (one cell per graph, at most kGraphCellPoints points):
 // each graph's sources are copied once into zero-padded arrays of a whole
 // number of vector widths (channel 0 on the padding), so every query of the
@@ -226,20 +250,14 @@ void fused_graph_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries,
   const int64_t* qs = queries.start.data_ptr<int64_t>();
   const int64_t* order = queries.perm.data_ptr<int64_t>();
   const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
-  const int64_t m = src.m;
   at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
-    alignas(64) scalar_t buf[(3 + C) * (kGraphCellPoints + W)];
+    std::vector<scalar_t> tile((3 + C) * (kGraphCellPoints + W) + W);  // per thread chunk
+    scalar_t* buf = aligned64(tile.data());
     for (int64_t g = begin; g < end; ++g) {
       const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
       if (nb == 0 || qs[g] == qs[g + 1]) continue;  // rows stay 0
-      const int64_t nbp = (nb + W - 1) / W * W;
       scalar_t* cols[3 + C];
-      for (int k = 0; k < 3 + C; ++k) {
-        cols[k] = buf + k * nbp;
-        const scalar_t* from = k < 3 ? src.pos + k * m + s0 : src.chan + (k - 3) * m + s0;
-        std::copy(from, from + nb, cols[k]);
-        std::fill(cols[k] + nb, cols[k] + nbp, scalar_t(0));
-      }
+      const int64_t nbp = load_tile(src, s0, nb, C, buf, cols);
       const scalar_t* ch[5];
       for (int c = 0; c < C; ++c) ch[c] = cols[3 + c];
       for (int64_t t = qs[g]; t < qs[g + 1]; ++t) {
@@ -285,21 +303,15 @@ void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& qu
   const int64_t* qs = queries.start.data_ptr<int64_t>();
   const int64_t* order = queries.perm.data_ptr<int64_t>();
   const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
-  const int64_t m = src.m;
   at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
-    alignas(64) scalar_t buf[(3 + C) * (kGraphCellPoints + W)];
+    std::vector<scalar_t> tile((3 + C) * (kGraphCellPoints + W) + W);  // per thread chunk
+    scalar_t* buf = aligned64(tile.data());
     double lc = 0, ls = 0;
     for (int64_t g = begin; g < end; ++g) {
       const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
       if (nb == 0 || qs[g] == qs[g + 1]) continue;  // gradients stay 0
-      const int64_t nbp = (nb + W - 1) / W * W;
       scalar_t* cols[3 + C];
-      for (int k = 0; k < 3 + C; ++k) {
-        cols[k] = buf + k * nbp;
-        const scalar_t* from = k < 3 ? src.pos + k * m + s0 : src.chan + (k - 3) * m + s0;
-        std::copy(from, from + nb, cols[k]);
-        std::fill(cols[k] + nb, cols[k] + nbp, scalar_t(0));
-      }
+      const int64_t nbp = load_tile(src, s0, nb, C, buf, cols);
       const scalar_t *x = cols[0], *y = cols[1], *z = cols[2];
       const scalar_t *c0 = cols[3], *c1 = cols[3 + (C > 1 ? 1 : 0)], *c2 = cols[3 + (C > 2 ? 2 : 0)],
                      *c3 = cols[3 + (C > 3 ? 3 : 0)], *c4 = cols[3 + (C > 4 ? 4 : 0)];
