@@ -240,33 +240,44 @@ inline int64_t load_tile(const SortedSoA<scalar_t>& src, int64_t s0, int64_t nb,
 // Molecule-sized graphs (one cell per graph, at most kGraphCellPoints points):
 // each graph's sources are copied once into zero-padded arrays of a whole
 // number of vector widths (channel 0 on the padding), so every query of the
-// graph runs full-width chunks only.
+// graph runs full-width chunks only. Calls f(g, cols, nbp, t_begin, t_end) per
+// graph with sources and queries, in parallel over graphs; the graph's queries
+// are order[t_begin..t_end) of the query grid.
+template <typename scalar_t, typename F>
+void for_each_graph_tile(const SortedSoA<scalar_t>& src, const SortedGrid& queries, int channels,
+                         int64_t num_graphs, F&& f) {
+  constexpr int W = kLanes<scalar_t>;
+  const int64_t* qs = queries.start.data_ptr<int64_t>();
+  const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
+  at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> tile((3 + channels) * (kGraphCellPoints + W) + W);  // per thread chunk
+    scalar_t* buf = aligned64(tile.data());
+    scalar_t* cols[3 + 5];
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
+      if (nb == 0 || qs[g] == qs[g + 1]) continue;  // the graph's outputs stay 0
+      const int64_t nbp = load_tile(src, s0, nb, channels, buf, cols);
+      f(g, cols, nbp, qs[g], qs[g + 1]);
+    }
+  });
+}
+
 template <typename scalar_t, int C>
 void fused_graph_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap,
                       const Bands& bands, scalar_t r2, scalar_t* op, int64_t num_graphs) {
-  constexpr int W = kLanes<scalar_t>;
   const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
   const double coef = bands.coef[0];
-  const int64_t* qs = queries.start.data_ptr<int64_t>();
   const int64_t* order = queries.perm.data_ptr<int64_t>();
-  const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
-  at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> tile((3 + C) * (kGraphCellPoints + W) + W);  // per thread chunk
-    scalar_t* buf = aligned64(tile.data());
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
-      if (nb == 0 || qs[g] == qs[g + 1]) continue;  // rows stay 0
-      scalar_t* cols[3 + C];
-      const int64_t nbp = load_tile(src, s0, nb, C, buf, cols);
-      const scalar_t* ch[5];
-      for (int c = 0; c < C; ++c) ch[c] = cols[3 + c];
-      for (int64_t t = qs[g]; t < qs[g + 1]; ++t) {
-        const int64_t i = order[t];
-        const scalar_t* ai = ap + 3 * i;
-        scalar_t part[5] = {0, 0, 0, 0, 0};
-        fused_chunk<scalar_t, C>(cols[0], cols[1], cols[2], ch, nbp, ai[0], ai[1], ai[2], neg, r2, part);
-        for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * part[c]);
-      }
+  for_each_graph_tile(src, queries, C, num_graphs,
+                      [&](int64_t, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
+    const scalar_t* ch[5];
+    for (int c = 0; c < C; ++c) ch[c] = cols[3 + c];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i = order[t];
+      const scalar_t* ai = ap + 3 * i;
+      scalar_t part[5] = {0, 0, 0, 0, 0};
+      fused_chunk<scalar_t, C>(cols[0], cols[1], cols[2], ch, nbp, ai[0], ai[1], ai[2], neg, r2, part);
+      for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * part[c]);
     }
   });
 }
@@ -289,68 +300,71 @@ void fused_rows(const SortedSoA<scalar_t>& src, const int64_t* order, const scal
   });
 }
 
-// The a side of the one-band backward on per-graph tiles (see fused_graph_rows):
+// The a side of the one-band backward on per-graph tiles (see for_each_graph_tile):
 // with s_j = grad_i . cb_j and e_j the kernel, five sums per query,
 // sum s e, sum s e d2 and sum s e b_j, give grad_a, the bandwidth and the
-// coefficient gradients.
+// coefficient gradients. The last two are kept per graph and summed at the end.
 template <typename scalar_t, int C>
 void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap,
                             const scalar_t* gp, const Bands& bands, scalar_t r2, scalar_t* gap,
-                            int64_t num_graphs, double& g_sigma, double& g_coef, std::mutex& merge) {
-  constexpr int W = kLanes<scalar_t>;
+                            int64_t num_graphs, double& g_sigma, double& g_coef) {
   const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
   const double coef = bands.coef[0], sg = bands.sigma[0], cs = coef * 2 * bands.inv2[0];
-  const int64_t* qs = queries.start.data_ptr<int64_t>();
   const int64_t* order = queries.perm.data_ptr<int64_t>();
-  const int64_t* ss = src.grid.start.template data_ptr<int64_t>();
-  at::parallel_for(0, num_graphs, 32, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> tile((3 + C) * (kGraphCellPoints + W) + W);  // per thread chunk
-    scalar_t* buf = aligned64(tile.data());
+  std::vector<double> per_graph(2 * num_graphs, 0.0);  // (sum s e, sum s e d2) per graph
+  for_each_graph_tile(src, queries, C, num_graphs,
+                      [&](int64_t g, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
+    const scalar_t *x = cols[0], *y = cols[1], *z = cols[2];
+    const scalar_t *c0 = cols[3], *c1 = cols[3 + (C > 1 ? 1 : 0)], *c2 = cols[3 + (C > 2 ? 2 : 0)],
+                   *c3 = cols[3 + (C > 3 ? 3 : 0)], *c4 = cols[3 + (C > 4 ? 4 : 0)];
     double lc = 0, ls = 0;
-    for (int64_t g = begin; g < end; ++g) {
-      const int64_t s0 = ss[g], nb = ss[g + 1] - s0;
-      if (nb == 0 || qs[g] == qs[g + 1]) continue;  // gradients stay 0
-      scalar_t* cols[3 + C];
-      const int64_t nbp = load_tile(src, s0, nb, C, buf, cols);
-      const scalar_t *x = cols[0], *y = cols[1], *z = cols[2];
-      const scalar_t *c0 = cols[3], *c1 = cols[3 + (C > 1 ? 1 : 0)], *c2 = cols[3 + (C > 2 ? 2 : 0)],
-                     *c3 = cols[3 + (C > 3 ? 3 : 0)], *c4 = cols[3 + (C > 4 ? 4 : 0)];
-      for (int64_t t = qs[g]; t < qs[g + 1]; ++t) {
-        const int64_t i = order[t];
-        const scalar_t* ai = ap + 3 * i;
-        const scalar_t* gi = gp + C * i;
-        const scalar_t qx = ai[0], qy = ai[1], qz = ai[2];
-        const scalar_t g0 = gi[0], g1 = C > 1 ? gi[1] : 0, g2 = C > 2 ? gi[2] : 0, g3 = C > 3 ? gi[3] : 0,
-                       g4 = C > 4 ? gi[4] : 0;
-        scalar_t a0 = 0, a1 = 0, ax = 0, ay = 0, az = 0;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i = order[t];
+      const scalar_t* ai = ap + 3 * i;
+      const scalar_t* gi = gp + C * i;
+      const scalar_t qx = ai[0], qy = ai[1], qz = ai[2];
+      const scalar_t g0 = gi[0], g1 = C > 1 ? gi[1] : 0, g2 = C > 2 ? gi[2] : 0, g3 = C > 3 ? gi[3] : 0,
+                     g4 = C > 4 ? gi[4] : 0;
+      scalar_t a0 = 0, a1 = 0, ax = 0, ay = 0, az = 0;
 #pragma omp simd reduction(+ : a0, a1, ax, ay, az)
-        for (int64_t j = 0; j < nbp; ++j) {
-          const scalar_t dx = qx - x[j], dy = qy - y[j], dz = qz - z[j];
-          const scalar_t d2 = dx * dx + dy * dy + dz * dz;
-          const scalar_t e = d2 <= r2 ? fast_exp(d2 * neg) : scalar_t(0);
-          scalar_t sj = g0 * c0[j];
-          if (C > 1) sj += g1 * c1[j];
-          if (C > 2) sj += g2 * c2[j];
-          if (C > 3) sj += g3 * c3[j];
-          if (C > 4) sj += g4 * c4[j];
-          const scalar_t se = sj * e;
-          a0 += se;
-          a1 += se * d2;
-          ax += se * x[j];
-          ay += se * y[j];
-          az += se * z[j];
-        }
-        lc += a0;
-        ls += coef / (sg * sg * sg) * a1;
-        gap[3 * i + 0] = static_cast<scalar_t>(cs * (double(ax) - double(a0) * double(qx)));
-        gap[3 * i + 1] = static_cast<scalar_t>(cs * (double(ay) - double(a0) * double(qy)));
-        gap[3 * i + 2] = static_cast<scalar_t>(cs * (double(az) - double(a0) * double(qz)));
+      for (int64_t j = 0; j < nbp; ++j) {
+        const scalar_t dx = qx - x[j], dy = qy - y[j], dz = qz - z[j];
+        const scalar_t d2 = dx * dx + dy * dy + dz * dz;
+        const scalar_t e = d2 <= r2 ? fast_exp(d2 * neg) : scalar_t(0);
+        scalar_t sj = g0 * c0[j];
+        if (C > 1) sj += g1 * c1[j];
+        if (C > 2) sj += g2 * c2[j];
+        if (C > 3) sj += g3 * c3[j];
+        if (C > 4) sj += g4 * c4[j];
+        const scalar_t se = sj * e;
+        a0 += se;
+        a1 += se * d2;
+        ax += se * x[j];
+        ay += se * y[j];
+        az += se * z[j];
       }
+      lc += a0;
+      ls += a1;
+      gap[3 * i + 0] = static_cast<scalar_t>(cs * (double(ax) - double(a0) * double(qx)));
+      gap[3 * i + 1] = static_cast<scalar_t>(cs * (double(ay) - double(a0) * double(qy)));
+      gap[3 * i + 2] = static_cast<scalar_t>(cs * (double(az) - double(a0) * double(qz)));
     }
-    std::lock_guard<std::mutex> lock(merge);
-    g_sigma += ls;
-    g_coef += lc;
+    per_graph[2 * g] = lc;
+    per_graph[2 * g + 1] = ls;
   });
+  for (int64_t g = 0; g < num_graphs; ++g) {
+    g_coef += per_graph[2 * g];
+    g_sigma += coef / (sg * sg * sg) * per_graph[2 * g + 1];
+  }
+}
+
+// The shapes the one-band fused passes handle, and the graphs the tiles apply to.
+inline bool fused_shape(const Bands& bands, int64_t channels) {
+  return bands.count == 1 && (channels == 1 || channels == 5);
+}
+
+inline bool graph_tiles(const GridParams& p, int64_t num_graphs) {
+  return p.reach == 0 && p.largest <= kGraphCellPoints && num_graphs > 1;
 }
 
 at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
@@ -374,13 +388,12 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
     const int64_t* ba = batch_a.data_ptr<int64_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const scalar_t r2 = cut2<scalar_t>(r);
-    const bool graph_tiles = p.reach == 0 && p.largest <= kGraphCellPoints && num_graphs > 1;
-    if (bands.count == 1 && (channels == 1 || channels == 5) && graph_tiles) {
+    if (fused_shape(bands, channels) && graph_tiles(p, num_graphs)) {
       if (channels == 1) fused_graph_rows<scalar_t, 1>(src, queries, ap, bands, r2, op, num_graphs);
       else fused_graph_rows<scalar_t, 5>(src, queries, ap, bands, r2, op, num_graphs);
       return;
     }
-    if (bands.count == 1 && (channels == 1 || channels == 5)) {
+    if (fused_shape(bands, channels)) {
       if (channels == 1) fused_rows<scalar_t, 1>(src, order, ap, ba, p, bands, r2, op, n);
       else fused_rows<scalar_t, 5>(src, order, ap, ba, p, bands, r2, op, n);
       return;
@@ -426,12 +439,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_backward_cpu", [&] {
     const scalar_t r2 = cut2<scalar_t>(r);
     // a side: rows i against the grid of b (channels cb).
-    const bool graph_tiles = p.reach == 0 && p.largest <= kGraphCellPoints && num_graphs > 1;
-    if (need_a && graph_tiles && bands.count == 1 && (channels == 1 || channels == 5)) {
+    if (need_a && fused_shape(bands, channels) && graph_tiles(p, num_graphs)) {
       SortedSoA<scalar_t> src(grid_b, cb);
       auto fn = channels == 1 ? &fused_graph_backward_a<scalar_t, 1> : &fused_graph_backward_a<scalar_t, 5>;
       fn(src, grid_a, a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), bands, r2, grad_a.data_ptr<scalar_t>(),
-         num_graphs, g_sig[0], g_coef[0], merge);
+         num_graphs, g_sig[0], g_coef[0]);
     } else if (need_a) {
       SortedSoA<scalar_t> src(grid_b, cb);
       const int64_t* order = grid_a.perm.data_ptr<int64_t>();
