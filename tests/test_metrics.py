@@ -112,8 +112,10 @@ def test_transform_applies_per_graph_not_to_the_whole_batch():
 
 def test_bad_input():
     pred, target = _pairs([4, 6])
+    refused = AlignmentMetric()
     with pytest.raises(ValueError, match="rmsd=True"):
-        AlignmentMetric().update(pred, Batch.from_data_list([target.to_data_list()[0]] * 2))
+        refused.update(pred, Batch.from_data_list([target.to_data_list()[0]] * 2))
+    assert float(refused.graphs) == 0 and float(refused.loss_sum) == 0  # nothing counted
     with pytest.raises(ValueError, match="graphs"):
         AlignmentMetric(rmsd=False).update(pred, target.to_data_list()[0])
     with pytest.raises(TypeError, match="pred"):

@@ -17,6 +17,7 @@ from .functional.alignment import se3_kernel_alignment
 from .functional.procrustes import kabsch_rmsd
 from .kernels import KernelLike
 from .nn._inputs import WeightSpec, resolve_weight
+from .segments import graph_sizes
 
 try:  # pragma: no cover - exercised by whichever is installed
     from torchmetrics import Metric as _TorchMetric
@@ -158,6 +159,13 @@ class _AlignmentScores:
                 raise ValueError(f"pred has {num_graphs} graphs but target has {other}")
             x, y = pred.pos, target.pos
             bx, by = getattr(pred, "batch", None), getattr(target, "batch", None)
+            # Checked before any state changes, so a refused batch leaves the metric as it was.
+            if self.rmsd:
+                sizes = [graph_sizes(b, num_graphs) if b is not None else torch.tensor([p.size(0)])
+                         for b, p in ((bx, x), (by, y))]
+                if not torch.equal(sizes[0].cpu(), sizes[1].cpu()):
+                    raise ValueError("rmsd=True needs the same node count per graph in pred and target "
+                                     "(row i of each graph paired); pass rmsd=False for unpaired graphs")
             wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
             wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
             res = se3_kernel_alignment(x, y, bx, by, wx, wy, self.kernel, num_graphs=num_graphs,
@@ -167,11 +175,6 @@ class _AlignmentScores:
             self.cosine_sum += res.similarity.sum().to(device, torch.float64)
             self.graphs += num_graphs
             if self.rmsd:
-                sizes = [torch.bincount(b, minlength=num_graphs) if b is not None
-                         else torch.tensor([p.size(0)]) for b, p in ((bx, x), (by, y))]
-                if not torch.equal(sizes[0].cpu(), sizes[1].cpu()):
-                    raise ValueError("rmsd=True needs the same node count per graph in pred and target "
-                                     "(row i of each graph paired); pass rmsd=False for unpaired graphs")
                 rmsd = kabsch_rmsd(x, y, wx, bx, num_graphs)
                 self.rmsd_sum += rmsd.sum().to(device, torch.float64)
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..kernels import evaluate_bands
 from ..neighbors.radius import radius_pair_chunks
-from ..segments import graph_sum
+from ..segments import graph_sizes, graph_sum
 from . import native
 from .pair_sum import _FLOOR, band_setup
 
@@ -314,13 +314,13 @@ class PairCorrelation:
     def _per_graph_estep(self, sigmas: Tensor, R: Tensor, t: Tensor) -> bool:
         """Whether the one-pass per-graph E-step op applies: native, one band, small
         graphs, and nothing to differentiate (the default detached pose)."""
-        if not self.use_native or sigmas.numel() != 1:
+        if not self.use_native:
             return False
         if torch.is_grad_enabled() and any(v.requires_grad for v in (self.x, self.y, self.q, self.p, R, t,
                                                                         sigmas)):
             return False
         if self._largest is None:
-            sizes = [graph_sum(torch.ones_like(b), b, self.num_graphs) for b in (self.bx, self.by)]
+            sizes = [graph_sizes(b, self.num_graphs) for b in (self.bx, self.by)]
             self._largest = max(int(s.max()) if s.numel() else 0 for s in sizes)
         return native.estep_moments_supported(self.x, sigmas, self._largest)
 

@@ -109,7 +109,7 @@ def estep_moments(x: Tensor, y: Tensor, q: Tensor, p: Tensor, batch_x: Tensor, b
     r"""The alignment E-step's moments per graph in one pass, ``[B, 18]``: with
     :math:`z_j = R_g y_j + t_g` and :math:`w_{ij} = q_i\, k(x_i, z_j)\, p_j` over the
     pairs of graph :math:`g` within ``r``, the columns are :math:`\sum w`,
-    :math:`\sum w x` (3), :math:`\sum w y` (3), :math:`\sum w x y^	op` (9,
+    :math:`\sum w x` (3), :math:`\sum w y` (3), :math:`\sum w x y^\top` (9,
     row-major), :math:`\sum w |x|^2` and :math:`\sum w |y|^2`. One band; sorted
     batches; not differentiable (the pose step is a constant of the gradient)."""
     return torch.ops.tg_rapidalign.estep_moments(x, y, q, p, batch_x, batch_y, R, t, sigmas.to(x.dtype),

@@ -31,6 +31,18 @@ def _check_level(level, name: str, upper: Optional[float] = None) -> float:
     return level
 
 
+def resolve_generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    """The random source of a transform: ``generator``, or a private generator
+    seeded once with ``seed``, or ``None`` (the global RNG); not both."""
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        return torch.Generator().manual_seed(seed)
+    return generator
+
+
 def rms_radius(pos: Tensor) -> float:
     """Root-mean-square distance of the points to their centroid (1 for fewer than two points or 0)."""
     if pos.size(0) < 2:
@@ -44,13 +56,7 @@ class _Corruption(BaseTransform):
 
     def __init__(self, level: float, seed: Optional[int] = None,
                  generator: Optional[torch.Generator] = None):
-        if seed is not None and generator is not None:
-            raise ValueError("pass seed or generator, not both")
-        if generator is None and seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-            generator = torch.Generator().manual_seed(seed)
-        self.generator = generator
+        self.generator = resolve_generator(seed, generator)
 
     def _randn(self, *shape, like: Tensor) -> Tensor:
         return torch.randn(*shape, generator=self.generator, dtype=like.dtype).to(like.device)

@@ -13,6 +13,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
 from .._validation import check_positions, check_positive_scalar
+from .corruptions import resolve_generator, rms_radius
 
 
 def random_rotation(num: int = 1, generator: Optional[torch.Generator] = None,
@@ -37,16 +38,6 @@ def _apply_pose(data: Data, R: Tensor, t: Tensor, vector_keys: Sequence[str]) ->
     return data
 
 
-def _generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        return torch.Generator().manual_seed(seed)
-    return generator
-
-
 class RandomRigidMotion(BaseTransform):
     r"""Moves the whole graph by one random proper rigid motion,
     :math:`\mathbf{x}_i \mapsto R\mathbf{x}_i + \mathbf{t}`, with :math:`R`
@@ -68,7 +59,7 @@ class RandomRigidMotion(BaseTransform):
             raise ValueError(f"translate must be a non-negative number, got {translate!r}")
         self.translate = float(translate)
         self.vector_keys = tuple(vector_keys)
-        self.generator = _generator(seed, generator)
+        self.generator = resolve_generator(seed, generator)
 
     def forward(self, data: Data) -> Data:
         check_positions(data.pos, "data.pos", dim=3)
@@ -136,7 +127,6 @@ class AlignToReference(BaseTransform):
         """``(R [3, 3], t [3])`` mapping ``data.pos`` onto the reference."""
         from ..functional.alignment import se3_kernel_alignment
         from ..functional.procrustes import weighted_procrustes
-        from .corruptions import rms_radius
 
         pos = check_positions(data.pos, "data.pos", dim=3).detach()
         ref = self.ref_pos.to(pos)
