@@ -156,7 +156,7 @@ def _calibrate(args) -> int:
     return 0
 
 
-BENCHMARKS = ("mmd", "alignment", "memory")
+BENCHMARKS = ("mmd", "alignment", "memory", "calibration")
 
 
 def _bench(args) -> int:

@@ -209,3 +209,43 @@ def test_alignment_uses_the_estep_op_only_without_gradients_and_agrees():
         assert torch.allclose(out.R.detach(), ref.R, atol=1e-12)
         assert torch.allclose(out.loss.detach(), ref.loss, rtol=1e-10)
         assert torch.allclose(out.history, ref.history, rtol=1e-10)
+
+
+@pytest.mark.parametrize("r", [None, 0.5])
+def test_row_sums_first_moment_gradient_matches_the_generic_backward(r):
+    a, b, cb, ba, bb, s, c = inputs(bands=1, channels=1)
+    w = cb[:, 0]
+    assert native.row_sums_first_moment_applies(a, b, w, s, c)
+    a = a.requires_grad_()
+    out = native.row_sums_first_moment(a, b, w, ba, bb, s, c, r, 4)
+    ref = native.kernel_row_sums(a, b, w.unsqueeze(1), ba, bb, s, c, r, 4)[:, 0]
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-14)
+    g = torch.rand(len(a), dtype=a.dtype)
+    (ga,), (gr,) = torch.autograd.grad(out, a, g), torch.autograd.grad(ref, a, g)
+    assert torch.allclose(ga, gr, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda t: native.row_sums_first_moment(t, b, w, ba, bb, s, c, r, 4), (a.detach().requires_grad_(),))
+    # Anything else that needs a gradient routes to the generic op.
+    for other in (b.requires_grad_(), s.requires_grad_()):
+        assert not native.row_sums_first_moment_applies(a, b, w, s, c)
+        other.requires_grad_(False)
+
+
+def test_alignment_gradient_with_the_first_moment_path_matches_dense(monkeypatch):
+    from tg_rapidalign import se3_kernel_alignment
+
+    calls = []
+    original = native.row_sums_first_moment
+    monkeypatch.setattr(native, "row_sums_first_moment", lambda *a: calls.append(1) or original(*a))
+
+    x, bx = random_batch([20, 31, 7, 1])
+    y, by = random_batch([18, 31, 9, 2])
+    res = {}
+    for backend in ("native", "dense"):
+        xr = x.clone().requires_grad_()
+        out = se3_kernel_alignment(xr, y, bx, by, sigma=0.4, iterations=2, backend=backend)
+        (out.loss * torch.tensor([1.0, -0.5, 2.0, 0.3], dtype=x.dtype)).sum().backward()
+        res[backend] = (out.loss.detach(), xr.grad)
+    assert len(calls) == 2  # the correlation and x's self sum
+    assert torch.allclose(res["native"][0], res["dense"][0], rtol=1e-12)
+    assert torch.allclose(res["native"][1], res["dense"][1], rtol=1e-10, atol=1e-12)

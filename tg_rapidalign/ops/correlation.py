@@ -305,10 +305,21 @@ class PairCorrelation:
     def _graph_sum(self, values: Tensor) -> Tensor:
         return graph_sum(values, self.bx, self.num_graphs)
 
+    def _first_moment(self, a: Tensor, b: Tensor, w: Tensor, nbr, sigmas: Tensor, coefs: Tensor) -> bool:
+        """Whether the one-pass gradient of :func:`native.row_sums_first_moment`
+        applies: native, no fixed pair list, and ``a`` the only input that needs a
+        gradient (the usual loss: a prediction against a detached pose and target)."""
+        return (nbr is None and self.use_native and torch.is_grad_enabled() and a.requires_grad
+                and native.row_sums_first_moment_applies(a, b, w, sigmas, coefs))
+
     def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
-        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr, sigmas, coefs,
-                              self.p.unsqueeze(-1))
+        z = self._moved(R, t)
+        if self._first_moment(self.x, z, self.p, nbr, sigmas, coefs):
+            rows = native.row_sums_first_moment(self.x, z, self.p, self.bx, self.by, sigmas, coefs, r,
+                                                self.num_graphs)
+            return self._graph_sum(self.q * rows)
+        rows = self._row_sums(self.x, self.bx, z, self.by, r, nbr, sigmas, coefs, self.p.unsqueeze(-1))
         return self._graph_sum(self.q * rows[:, 0])
 
     def _per_graph_estep(self, sigmas: Tensor, R: Tensor, t: Tensor) -> bool:
@@ -358,6 +369,12 @@ class PairCorrelation:
 
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
+            if self._first_moment(a, a.detach(), w.detach(), None, sigmas, coefs):
+                # The gradient of both slots is twice that of one (fixed bandwidth).
+                rows = native.row_sums_first_moment(a, a.detach(), w.detach(), b, b, sigmas, coefs, r,
+                                                    self.num_graphs)
+                half = graph_sum(w * rows, b, self.num_graphs)
+                return 2 * half - half.detach()
             if self.use_native:
                 return native.self_sum(a, b, w, sigmas, coefs, r, self.num_graphs)
             rows = self._row_sums(a, b, a, b, r, None, sigmas, coefs, w.unsqueeze(-1))

@@ -79,6 +79,45 @@ def kernel_row_sums(a: Tensor, b: Tensor, cb: Tensor, batch_a: Tensor, batch_b: 
                                                    num_graphs)
 
 
+class _RowSumsFirstMoment(torch.autograd.Function):
+    r"""One band, ``T_i = \sum_j k(a_i, b_j) w_j`` with the gradient in ``a`` from
+    the same pass: the rows also carry :math:`\sum_j k_{ij} w_j b_j`, and
+    :math:`\partial T_i / \partial a_i = -(a_i T_i - \sum_j k_{ij} w_j b_j) / \sigma^2`,
+    so the backward needs no second sweep over the pairs."""
+
+    @staticmethod
+    def forward(ctx, a, b, w, batch_a, batch_b, sigmas, coefs, r, num_graphs):
+        cb = torch.cat([w.unsqueeze(1), w.unsqueeze(1) * b, w.new_zeros(w.size(0), 1)], 1)
+        rows = kernel_row_sums(a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs)
+        ctx.save_for_backward(a, rows[:, :4], sigmas)
+        return rows[:, 0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        a, rows, sigmas = ctx.saved_tensors
+        inv = (1.0 / sigmas.to(a.dtype).pow(2)).reshape(())
+        ga = (grad * -inv).unsqueeze(1) * (a * rows[:, :1] - rows[:, 1:4])
+        return ga, None, None, None, None, None, None, None, None
+
+
+def row_sums_first_moment_applies(a: Tensor, b: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor) -> bool:
+    """Whether :func:`row_sums_first_moment` computes the gradient: one fixed band,
+    ``b`` and ``w`` constants, 3-D points (centred ones: the gradient subtracts
+    two first moments, exact only where coordinates are not large against the
+    bandwidth)."""
+    return (sigmas.numel() == 1 and a.size(1) == 3 and not any(
+        v.requires_grad for v in (b, w, sigmas, coefs)))
+
+
+def row_sums_first_moment(a: Tensor, b: Tensor, w: Tensor, batch_a: Tensor, batch_b: Tensor,
+                          sigmas: Tensor, coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
+    """``T [N]`` of one band and weights ``w [M]``, differentiable in ``a`` only
+    (see :class:`_RowSumsFirstMoment`); callers check
+    :func:`row_sums_first_moment_applies`."""
+    return _RowSumsFirstMoment.apply(a, b, w, batch_a, batch_b, sigmas, coefs, r, num_graphs)
+
+
 def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
              num_graphs: int) -> Tensor:
     """``sum_ij w_i k(x_i, x_j) w_j`` per graph ``[num_graphs]``. With fixed
