@@ -35,4 +35,7 @@ TORCH_LIBRARY(tg_rapidalign, m) {
   m.def(
       "estep_moments(Tensor x, Tensor y, Tensor q, Tensor p, Tensor batch_x, Tensor batch_y, Tensor R, "
       "Tensor t, Tensor sigmas, Tensor coefs, float r, int num_graphs) -> Tensor");
+  // The nearest proper rotation R = argmax tr(R^T S) of each S [B, 3, 3] (the
+  // special polar factor), in closed form. Not differentiable (the detached pose).
+  m.def("special_polar3(Tensor S) -> Tensor");
 }

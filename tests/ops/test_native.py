@@ -249,3 +249,53 @@ def test_alignment_gradient_with_the_first_moment_path_matches_dense(monkeypatch
     assert len(calls) == 2  # the correlation and x's self sum
     assert torch.allclose(res["native"][0], res["dense"][0], rtol=1e-12)
     assert torch.allclose(res["native"][1], res["dense"][1], rtol=1e-10, atol=1e-12)
+
+
+def _svd_polar(S):
+    from tg_rapidalign.functional.procrustes import _SpecialPolar
+    return _SpecialPolar.apply(S)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_special_polar3_matches_the_svd_polar(dtype, tol):
+    gen = torch.Generator().manual_seed(3)
+    S = torch.randn(500, 3, 3, dtype=torch.float64, generator=gen)
+    S[:100] *= 1e-30  # scale-free: tiny and huge matrices alike
+    S[100:200] *= 1e30
+    S[200:250] = -S[200:250]  # negative determinants: the proper rotation, not a reflection
+    out = native.special_polar3(S.to(dtype))
+    assert out.dtype == dtype
+    assert torch.allclose(out.double(), _svd_polar(S), atol=tol)
+    torch.library.opcheck(torch.ops.tg_rapidalign.special_polar3, (S,))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rank=st.integers(0, 3), seed=st.integers(0, 2**31 - 1), repeated=st.booleans())
+def test_special_polar3_is_a_nearest_rotation_also_for_ties(rank, seed, repeated):
+    """Low rank or repeated singular values make the rotation non-unique: the op
+    must still return a proper rotation that attains the largest tr(R^T S)."""
+    gen = torch.Generator().manual_seed(seed)
+    U, _, Vh = torch.linalg.svd(torch.randn(3, 3, dtype=torch.float64, generator=gen))
+    sig = torch.rand(3, dtype=torch.float64, generator=gen).sort(descending=True).values + 0.1
+    if repeated:
+        sig[1] = sig[0]
+    sig[rank:] = 0
+    S = (U * sig) @ Vh
+    R = native.special_polar3(S[None])[0]
+    assert torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    assert abs(float(torch.linalg.det(R)) - 1) < 1e-12
+    best = float((_svd_polar(S[None])[0] * S).sum())
+    assert float((R * S).sum()) >= best - 1e-12
+    if rank == 0:
+        assert torch.equal(R, torch.eye(3, dtype=torch.float64))
+
+
+def test_special_polar_uses_the_op_only_without_a_gradient():
+    from tg_rapidalign import special_polar
+
+    S = torch.randn(20, 3, 3, dtype=torch.float64)
+    tracked = S.clone().requires_grad_()
+    R = special_polar(tracked)
+    assert R.grad_fn is not None and "SpecialPolar" in type(R.grad_fn).__name__
+    assert torch.allclose(special_polar(S), R.detach(), atol=1e-12)
+    assert torch.autograd.gradcheck(special_polar, (tracked,))

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
-from ..ops import small_linalg
+from ..ops import native, small_linalg
 from ..segments import graph_sum
 from ..weights import normalize_weights
 
@@ -53,7 +53,13 @@ class _SpecialPolar(torch.autograd.Function):
 
 
 def special_polar(S: Tensor) -> Tensor:
-    """Nearest proper rotation to each ``3 x 3`` matrix of ``S [B, 3, 3]``."""
+    """Nearest proper rotation to each ``3 x 3`` matrix of ``S [B, 3, 3]``.
+
+    Without a gradient to track (the detached pose of the alignment loss), the
+    native closed-form op replaces the batched SVD when it is built; ties (rank
+    of ``S`` below two) may then resolve to a different, equally near rotation."""
+    if not (torch.is_grad_enabled() and S.requires_grad) and native.polar_supported(S):
+        return native.special_polar3(S)
     return _SpecialPolar.apply(S)
 
 

@@ -155,10 +155,30 @@ def estep_moments(x: Tensor, y: Tensor, q: Tensor, p: Tensor, batch_x: Tensor, b
                                                  coefs.to(x.dtype), _radius(r), num_graphs)
 
 
+def polar_supported(S: Tensor) -> bool:
+    """Whether :func:`special_polar3` handles ``S``: built for its device, float32/float64 ``[B, 3, 3]``."""
+    if not AVAILABLE or S.dim() != 3 or S.shape[1:] != (3, 3) or S.dtype not in (torch.float32,
+                                                                                 torch.float64):
+        return False
+    if S.is_cuda:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("tg_rapidalign::special_polar3", "CUDA")
+    return S.device.type == "cpu"
+
+
+def special_polar3(S: Tensor) -> Tensor:
+    """The nearest proper rotation to each ``S [B, 3, 3]`` in closed form (Horn's
+    quaternion, Jacobi sweeps in float64); not differentiable."""
+    return torch.ops.tg_rapidalign.special_polar3(S)
+
+
 if AVAILABLE:
     @torch.library.register_fake("tg_rapidalign::estep_moments")
     def _estep_moments_fake(x, y, q, p, batch_x, batch_y, R, t, sigmas, coefs, r, num_graphs):
         return x.new_empty(num_graphs, 18)
+
+    @torch.library.register_fake("tg_rapidalign::special_polar3")
+    def _special_polar3_fake(S):
+        return torch.empty_like(S)
 
     @torch.library.register_fake("tg_rapidalign::radius_pairs")
     def _radius_pairs_fake(x, y, r, batch_x, batch_y, num_graphs):
