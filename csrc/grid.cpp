@@ -78,6 +78,7 @@ SortedGrid sort_by_cell(const at::Tensor& pos, const at::Tensor& batch, const Gr
     if (sorted) {
       g.perm = at::arange(n, g.keys.options());
       g.pos = pos.contiguous();
+      g.identity = true;
     } else {
       auto sorted_keys = at::sort(g.keys, /*stable=*/true, 0, false);
       g.keys = std::get<0>(sorted_keys).contiguous();

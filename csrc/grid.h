@@ -39,6 +39,7 @@ struct SortedGrid {
   at::Tensor perm;
   at::Tensor pos;
   at::Tensor start;  // [num_keys + 1] first sorted point of each cell key, when small enough
+  bool identity = false;  // perm is 0..M-1 (a sorted batch, one cell per graph)
 };
 
 // Cells of side h = r / kCellsPerRadius over the bounding box of both sets,

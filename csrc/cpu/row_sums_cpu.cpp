@@ -13,6 +13,7 @@
 #include <limits>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../grid.h"
@@ -35,7 +36,7 @@ struct SortedSoA {
 
   SortedSoA(SortedGrid g, const at::Tensor& channels)
       : grid(std::move(g)), pos_t(grid.pos.t().contiguous()),
-        chan_t(channels.index_select(0, grid.perm).t().contiguous()) {
+        chan_t((grid.identity ? channels : channels.index_select(0, grid.perm)).t().contiguous()) {
     index = cell_index(grid);
     pos = pos_t.data_ptr<scalar_t>();
     chan = chan_t.data_ptr<scalar_t>();
@@ -162,29 +163,41 @@ inline void axpy(scalar_t* y, scalar_t alpha, const scalar_t* x, int64_t len) {
 template <typename scalar_t>
 constexpr int kLanes = 64 / sizeof(scalar_t);
 
+// n is a whole number of vector widths (the callers pad). Each lane keeps its
+// own partial sums and the lanes are added pairwise at the end: an
+// "omp simd reduction" ends in one scalar add per lane through the stack,
+// which for the two or three vectors of a 10-50 point graph cost as much as the
+// kernel evaluations.
 template <typename scalar_t, int C>
 inline void fused_chunk(const scalar_t* x, const scalar_t* y, const scalar_t* z, const scalar_t* const* ch,
                         int64_t n, scalar_t qx, scalar_t qy, scalar_t qz, scalar_t neg, scalar_t r2,
                         scalar_t* acc) {
-  scalar_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0;
+  constexpr int W = kLanes<scalar_t>;
+  alignas(64) scalar_t a[C][W];
+  for (int c = 0; c < C; ++c) std::fill(a[c], a[c] + W, scalar_t(0));
   const scalar_t *c0 = ch[0], *c1 = ch[C > 1 ? 1 : 0], *c2 = ch[C > 2 ? 2 : 0], *c3 = ch[C > 3 ? 3 : 0],
                  *c4 = ch[C > 4 ? 4 : 0];
-#pragma omp simd reduction(+ : a0, a1, a2, a3, a4)
-  for (int64_t t = 0; t < n; ++t) {
-    const scalar_t dx = qx - x[t], dy = qy - y[t], dz = qz - z[t];
-    const scalar_t d2 = dx * dx + dy * dy + dz * dz;
-    const scalar_t e = d2 <= r2 ? fast_exp(d2 * neg) : scalar_t(0);
-    a0 += e * c0[t];
-    if (C > 1) a1 += e * c1[t];
-    if (C > 2) a2 += e * c2[t];
-    if (C > 3) a3 += e * c3[t];
-    if (C > 4) a4 += e * c4[t];
+  for (int64_t t0 = 0; t0 < n; t0 += W) {
+#pragma omp simd
+    for (int l = 0; l < W; ++l) {
+      const int64_t t = t0 + l;
+      const scalar_t dx = qx - x[t], dy = qy - y[t], dz = qz - z[t];
+      const scalar_t d2 = dx * dx + dy * dy + dz * dz;
+      const scalar_t e = d2 <= r2 ? fast_exp(d2 * neg) : scalar_t(0);
+      a[0][l] += e * c0[t];
+      if (C > 1) a[1][l] += e * c1[t];
+      if (C > 2) a[2][l] += e * c2[t];
+      if (C > 3) a[3][l] += e * c3[t];
+      if (C > 4) a[4][l] += e * c4[t];
+    }
   }
-  acc[0] += a0;
-  if (C > 1) acc[1] += a1;
-  if (C > 2) acc[2] += a2;
-  if (C > 3) acc[3] += a3;
-  if (C > 4) acc[4] += a4;
+  for (int c = 0; c < C; ++c) {
+    for (int w = W / 2; w >= 1; w /= 2) {
+#pragma omp simd
+      for (int l = 0; l < w; ++l) a[c][l] += a[c][l + w];
+    }
+    acc[c] += a[c][0];
+  }
 }
 
 template <typename scalar_t, int C>
@@ -358,9 +371,22 @@ void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& qu
   }
 }
 
-// The shapes the one-band fused passes handle, and the graphs the tiles apply to.
+// The shapes the one-band fused passes handle (the forward also takes the 4
+// channels [w, w b] of the first-moment rows), and the graphs the tiles apply to.
 inline bool fused_shape(const Bands& bands, int64_t channels) {
   return bands.count == 1 && (channels == 1 || channels == 5);
+}
+
+inline bool fused_forward_shape(const Bands& bands, int64_t channels) {
+  return fused_shape(bands, channels) || (bands.count == 1 && channels == 4);
+}
+
+// Calls f(std::integral_constant<int, C>) for the forward's channel count.
+template <typename F>
+inline void with_forward_channels(int64_t channels, F&& f) {
+  if (channels == 1) f(std::integral_constant<int, 1>());
+  else if (channels == 4) f(std::integral_constant<int, 4>());
+  else f(std::integral_constant<int, 5>());
 }
 
 inline bool graph_tiles(const GridParams& p, int64_t num_graphs) {
@@ -388,14 +414,12 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
     const int64_t* ba = batch_a.data_ptr<int64_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const scalar_t r2 = cut2<scalar_t>(r);
-    if (fused_shape(bands, channels) && graph_tiles(p, num_graphs)) {
-      if (channels == 1) fused_graph_rows<scalar_t, 1>(src, queries, ap, bands, r2, op, num_graphs);
-      else fused_graph_rows<scalar_t, 5>(src, queries, ap, bands, r2, op, num_graphs);
-      return;
-    }
-    if (fused_shape(bands, channels)) {
-      if (channels == 1) fused_rows<scalar_t, 1>(src, order, ap, ba, p, bands, r2, op, n);
-      else fused_rows<scalar_t, 5>(src, order, ap, ba, p, bands, r2, op, n);
+    if (fused_forward_shape(bands, channels)) {
+      const bool tiles = graph_tiles(p, num_graphs);
+      with_forward_channels(channels, [&](auto c) {
+        if (tiles) fused_graph_rows<scalar_t, decltype(c)::value>(src, queries, ap, bands, r2, op, num_graphs);
+        else fused_rows<scalar_t, decltype(c)::value>(src, order, ap, ba, p, bands, r2, op, n);
+      });
       return;
     }
     at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {

@@ -25,9 +25,9 @@ def inputs(device="cpu", dtype=torch.float64, seed=0, bands=2, channels=3):
     return [t.to(device) for t in (a, b, cb, ba, bb, sigmas, coefs)]
 
 
-# One band with 1 or 5 channels on small graphs takes the fused per-graph tile
+# One band with 1, 4 (forward) or 5 channels on small graphs takes the fused per-graph tile
 # path of the CPU kernels; other shapes the general one.
-SHAPES = [(2, 3), (1, 1), (1, 5), (2, 5)]
+SHAPES = [(2, 3), (1, 1), (1, 4), (1, 5), (2, 5)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
