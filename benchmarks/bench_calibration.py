@@ -25,7 +25,14 @@ import torch
 from scipy.stats import spearmanr
 from torch_geometric.data import Batch
 
-from tg_rapidalign.calibration import CORRUPTIONS, DEFAULT_LEVELS, _pairs, calibrate_kernel, median_distance
+from tg_rapidalign.calibration import (
+    CORRUPTIONS,
+    DEFAULT_LEVELS,
+    calibrate_kernel,
+    calibration_pairs,
+    corruption_maker,
+    median_distance,
+)
 from tg_rapidalign.datasets import g2_molecules
 from tg_rapidalign.functional.mmd import cosine_from_sums, kernel_sums
 from tg_rapidalign.kernels import GaussianKernel
@@ -88,17 +95,9 @@ def main():
     args = parser.parse_args()
 
     structures = g2_molecules()
-    kind = CORRUPTIONS[args.corruption]
-    extra = {"length": args.length} if args.length is not None and args.corruption != "masking" else {}
-    make = lambda level, gen: kind(level, generator=gen, **extra)  # noqa: E731
-    # The same split and pairs as calibrate_kernel(seed=args.seed, holdout=0.3, repeats=2).
-    gen = torch.Generator().manual_seed(args.seed)
-    order = torch.randperm(len(structures), generator=gen).tolist()
-    n_test = int(round(0.3 * len(structures)))
-    test = [structures[i] for i in order[:n_test]]
-    train = [structures[i] for i in order[n_test:]]
-    tr = _pairs(train, make, DEFAULT_LEVELS, 2, gen)
-    te = _pairs(test, make, DEFAULT_LEVELS, 2, gen)
+    # The same split and pairs as calibrate_kernel's defaults (holdout 0.3, 2 repeats).
+    make = corruption_maker(args.corruption, args.length)
+    train, test, tr, te = calibration_pairs(structures, make, DEFAULT_LEVELS, 2, 0.3, args.seed)
 
     med = median_distance(train)
     grid = [med * 2.0 ** e for e in torch.linspace(-4, 3, 29).tolist()]

@@ -90,6 +90,30 @@ def _pairs(structures, make, levels, repeats, generator):
     return xs, ys, torch.tensor(lv, dtype=torch.float64), torch.tensor(owner)
 
 
+def corruption_maker(corruption: Union[str, Callable], length: Optional[float] = None) -> Callable:
+    """``f(level, generator) -> transform`` for a corruption name (with ``length``
+    as the unit of the noise and rigid levels), or ``corruption`` itself if callable."""
+    if isinstance(corruption, str):
+        kind = CORRUPTIONS[check_choice(corruption, "corruption", tuple(CORRUPTIONS))]
+        extra = {"length": length} if length is not None and kind is not NodeMasking else {}
+        return lambda level, gen: kind(level, generator=gen, **extra)
+    if callable(corruption):
+        return corruption
+    raise TypeError(f"corruption must be a name or a callable, got {type(corruption).__name__}")
+
+
+def calibration_pairs(structures: Sequence[Data], make: Callable, levels: Sequence[float], repeats: int,
+                      holdout: float, seed: int):
+    """The seeded split of :func:`calibrate_kernel` and its corrupted pairs:
+    ``(train, test, train_pairs, test_pairs)``, each pair set ``(xs, ys, levels, owner)``."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(structures), generator=gen).tolist()
+    n_test = min(max(1, int(round(holdout * len(structures)))), len(structures) - 1)
+    test = [structures[i] for i in order[:n_test]]
+    train = [structures[i] for i in order[n_test:]]
+    return train, test, _pairs(train, make, levels, repeats, gen), _pairs(test, make, levels, repeats, gen)
+
+
 def _loss_fn(loss: str, xs, ys):
     bx, by = Batch.from_data_list(xs), Batch.from_data_list(ys)
     x, y = bx.pos.double(), by.pos.double()
@@ -170,30 +194,17 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
                          f"{len(structures)}")
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be in (0, 1), got {holdout}")
-    if isinstance(corruption, str):
-        kind = CORRUPTIONS[check_choice(corruption, "corruption", tuple(CORRUPTIONS))]
-        extra = {"length": length} if length is not None and kind is not NodeMasking else {}
-        make = lambda level, gen: kind(level, generator=gen, **extra)  # noqa: E731
-    elif callable(corruption):
-        make = corruption
-    else:
-        raise TypeError(f"corruption must be a name or a callable, got {type(corruption).__name__}")
+    make = corruption_maker(corruption, length)
     levels = sorted(float(v) for v in levels)
     if len(levels) < 2 or levels[0] < 0:
         raise ValueError("levels must hold at least two non-negative values")
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(structures), generator=gen).tolist()
-    n_test = min(max(1, int(round(holdout * len(structures)))), len(structures) - 1)
-    test = [structures[i] for i in order[:n_test]]
-    train = [structures[i] for i in order[n_test:]]
+    train, test, tr, te = calibration_pairs(structures, make, levels, repeats, holdout, seed)
     med = median_distance(train)
     user_kernel = kernel
     if kernel is None:
         kernel = MultiBandGaussianKernel([med * f for f in (0.25, 0.5, 1.0, 2.0)], learnable=True)
     kernel = kernel.double()
 
-    tr = _pairs(train, make, levels, repeats, gen)
-    te = _pairs(test, make, levels, repeats, gen)
     f_train, f_test = _loss_fn(loss, tr[0], tr[1]), _loss_fn(loss, te[0], te[1])
     f_same = _loss_fn(loss, test, test)
     spacing = max(levels[-1] - levels[0], 1e-12) / (len(levels) - 1)
