@@ -305,17 +305,13 @@ class PairCorrelation:
     def _graph_sum(self, values: Tensor) -> Tensor:
         return graph_sum(values, self.bx, self.num_graphs)
 
-    def _first_moment(self, a: Tensor, b: Tensor, w: Tensor, nbr, sigmas: Tensor, coefs: Tensor) -> bool:
-        """Whether the one-pass gradient of :func:`native.row_sums_first_moment`
-        applies: native, no fixed pair list, and ``a`` the only input that needs a
-        gradient (the usual loss: a prediction against a detached pose and target)."""
-        return (nbr is None and self.use_native and torch.is_grad_enabled() and a.requires_grad
-                and native.row_sums_first_moment_applies(a, b, w, sigmas, coefs))
-
     def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
         z = self._moved(R, t)
-        if self._first_moment(self.x, z, self.p, nbr, sigmas, coefs):
+        # x the only input that needs a gradient (the usual loss: a prediction against
+        # a detached pose and target): one sweep gives it, see row_sums_first_moment.
+        if nbr is None and self.use_native and torch.is_grad_enabled() and self.x.requires_grad and \
+                native.row_sums_first_moment_applies(self.x, z, self.p, sigmas, coefs):
             rows = native.row_sums_first_moment(self.x, z, self.p, self.bx, self.by, sigmas, coefs, r,
                                                 self.num_graphs)
             return self._graph_sum(self.q * rows)
@@ -369,14 +365,8 @@ class PairCorrelation:
 
     def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
-            if self._first_moment(a, a.detach(), w.detach(), None, sigmas, coefs):
-                # The gradient of both slots is twice that of one (fixed bandwidth).
-                rows = native.row_sums_first_moment(a, a.detach(), w.detach(), b, b, sigmas, coefs, r,
-                                                    self.num_graphs)
-                half = graph_sum(w * rows, b, self.num_graphs)
-                return 2 * half - half.detach()
-            if self.use_native:
-                return native.self_sum(a, b, w, sigmas, coefs, r, self.num_graphs)
+            if self.use_native:  # the points are centred
+                return native.self_sum(a, b, w, sigmas, coefs, r, self.num_graphs, centred=True)
             rows = self._row_sums(a, b, a, b, r, None, sigmas, coefs, w.unsqueeze(-1))
             return graph_sum(w * rows[:, 0], b, self.num_graphs)
         return one(self.x, self.bx, self.q), one(self.y, self.by, self.p)

@@ -122,16 +122,23 @@ def row_sums_first_moment(a: Tensor, b: Tensor, w: Tensor, batch_a: Tensor, batc
 
 
 def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
-             num_graphs: int) -> Tensor:
+             num_graphs: int, centred: bool = False) -> Tensor:
     """``sum_ij w_i k(x_i, x_j) w_j`` per graph ``[num_graphs]``. With fixed
     bandwidths the gradient is symmetric in the two slots, so only the first slot
     is differentiated (one backward pass instead of two) and the result doubled;
-    learnable bandwidths differentiate both (their gradient must not double)."""
+    learnable bandwidths differentiate both (their gradient must not double).
+    ``centred`` points (the alignment loss's) take the slot's gradient in ``x``
+    from the forward sweep when it applies (see :func:`row_sums_first_moment`)."""
     if sigmas.requires_grad or coefs.requires_grad:
         rows = kernel_row_sums(x, x, w.unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)
         return graph_sum(w * rows[:, 0], batch, num_graphs)
-    rows = kernel_row_sums(x, x.detach(), w.detach().unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)
-    half = graph_sum(w * rows[:, 0], batch, num_graphs)  # the gradient of one slot
+    xd, wd = x.detach(), w.detach()
+    if centred and torch.is_grad_enabled() and x.requires_grad and \
+            row_sums_first_moment_applies(x, xd, wd, sigmas, coefs):
+        rows = row_sums_first_moment(x, xd, wd, batch, batch, sigmas, coefs, r, num_graphs)
+    else:
+        rows = kernel_row_sums(x, xd, wd.unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)[:, 0]
+    half = graph_sum(w * rows, batch, num_graphs)  # the gradient of one slot
     return 2 * half - half.detach()
 
 
