@@ -201,7 +201,8 @@ def main():
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             results[m, n] = json.loads(lines[-1]) if proc.returncode == 0 and lines else "failed"
-            status = "ok" if isinstance(results[m, n], dict) else "failed: " + proc.stderr[-600:]
+            err = (proc.stderr or proc.stdout)[-600:]  # KeOps reports on stdout
+            status = "ok" if isinstance(results[m, n], dict) else "failed: " + err
             print(f"  {m:<22} N={n:<7} {status}", file=sys.stderr, flush=True)
 
     base = methods[0]
