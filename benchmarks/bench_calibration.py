@@ -7,8 +7,12 @@ G2 molecules, for
   not know which node went where;
 * the best single bandwidth of a fine grid (29 values, chosen on training pairs);
 * the best two-band mixture of that grid (every pair of bands, 7 weights each,
-  chosen on training pairs), an exhaustive search of what a fit could reach;
-* ``calibrate_kernel`` (same split, same pairs).
+  chosen on training pairs), an exhaustive search of what a fit of a plain
+  Gaussian mixture could reach;
+* the best single bandwidth with the atom-type kernel at cross-type weight 0
+  (only atoms of the same element interact);
+* ``calibrate_kernel`` (same split, same pairs; bands, mixture weights and the
+  cross-type weight fitted).
 
 The +- column is a bootstrap standard error over held-out molecules; the last
 column is the paired difference to the best single bandwidth with its error.
@@ -39,14 +43,16 @@ from tg_rapidalign.kernels import GaussianKernel
 from tg_rapidalign.transforms.corruptions import rms_radius
 
 
-def band_sums(pairs, sigmas):
+def band_sums(pairs, sigmas, typed=False):
     """[bands, 3, pairs]: kxy, kxx, kyy of every pair for each bandwidth (the
-    sums are linear in the mixture weights, so mixtures need no new pass)."""
+    sums are linear in the mixture weights, so mixtures need no new pass); with
+    ``typed``, only atoms of the same element interact."""
     bx, by = Batch.from_data_list(pairs[0]), Batch.from_data_list(pairs[1])
+    types = dict(type_x=bx.z, type_y=by.z) if typed else {}
     out = []
     for s in sigmas:
         k = kernel_sums(bx.pos.double(), by.pos.double(), bx.batch, by.batch,
-                        sigma=GaussianKernel(s).double(), num_graphs=len(pairs[0]), backend="dense")
+                        sigma=GaussianKernel(s).double(), num_graphs=len(pairs[0]), backend="dense", **types)
         out.append(torch.stack([k.kxy, k.kxx, k.kyy]))
     return torch.stack(out)
 
@@ -109,18 +115,24 @@ def main():
              for i, j in itertools.combinations(range(len(grid)), 2)
              for w in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)]
     pair_w, pair = max(mixes, key=lambda m: train_rho(m[0]))
+    at, bt = band_sums(tr, grid, typed=True), band_sums(te, grid, typed=True)
+    typed = max(range(len(grid)),
+                key=lambda i: spearmanr(cosine_loss(at, eye[i]).numpy(), tr[2].numpy()).statistic)
 
-    rep = calibrate_kernel(structures, args.corruption, "cosine", seed=args.seed, length=args.length)
+    rep = calibrate_kernel(structures, args.corruption, "cosine", seed=args.seed, length=args.length,
+                           progress=False)
     reference = cosine_loss(b, eye[single])
     rows = [("oracle (realised corruption)", oracle(te, args.length is None)),
             (f"best single σ={grid[single]:.3g}", reference),
             (f"best 2-band mix σ=({pair[0]:.3g}, {pair[1]:.3g}) w={pair[2]:.2f}", cosine_loss(b, pair_w)),
+            (f"best single σ={grid[typed]:.3g}, atom types (β=0)", cosine_loss(bt, eye[typed])),
             ("calibrate_kernel", rep.curves["after"])]
     if args.corruption == "masking":
         unit = "level = share of nodes dropped"
     else:
         unit = f"level unit {args.length} Å" if args.length is not None else "level unit = RMS radius"
-    print(f"{args.corruption} ({unit}); {len(test)} held-out molecules, {len(te[2])} pairs; cosine loss")
+    print(f"{args.corruption} ({unit}); {len(test)} held-out molecules, {len(te[2])} pairs; cosine loss; "
+          f"calibrated: {rep.kernel}")
     print(f"{'loss':<46} | {'Spearman':>8} | {'±':>6} | {'vs single':>9} | {'±':>6}")
     for name, values in rows:
         rho, err, diff, derr = bootstrap(values, te[2], te[3], reference)

@@ -6,8 +6,10 @@ def ref_kernel(d2, sigmas, coefs):
     return sum(c * torch.exp(-d2 / (2 * s * s)) for s, c in zip(sigmas, coefs))
 
 
-def ref_sums(x, y, bx, by, wx, wy, sigmas, coefs=None, r=None, num_graphs=None):
-    """Per-graph (K_XX, K_YY, K_XY) by explicit per-graph loops, in float64."""
+def ref_sums(x, y, bx, by, wx, wy, sigmas, coefs=None, r=None, num_graphs=None, tx=None, ty=None,
+             beta=0.0):
+    """Per-graph (K_XX, K_YY, K_XY) by explicit per-graph loops, in float64; with
+    node types ``tx``, ``ty`` the kernel is multiplied by ``beta + (1 - beta) [a = b]``."""
     x, y = x.double(), y.double()
     sigmas = [float(s) for s in sigmas]
     coefs = [1.0] * len(sigmas) if coefs is None else [float(c) for c in coefs]
@@ -21,21 +23,25 @@ def ref_sums(x, y, bx, by, wx, wy, sigmas, coefs=None, r=None, num_graphs=None):
     for g in range(num_graphs):
         X, Y = x[bx == g], y[by == g]
         a, b = wx[bx == g], wy[by == g]
+        TX = None if tx is None else tx[bx == g]
+        TY = None if ty is None else ty[by == g]
         a = a / a.sum() if a.sum() > 0 else a * 0
         b = b / b.sum() if b.sum() > 0 else b * 0
 
-        def K(P, wp, Q, wq):
+        def K(P, wp, Q, wq, tp, tq):
             if len(P) == 0 or len(Q) == 0:
                 return torch.zeros((), dtype=torch.float64)
             d2 = ((P[:, None, :] - Q[None, :, :]) ** 2).sum(-1)
             k = ref_kernel(d2, sigmas, coefs)
             if r is not None:
                 k = torch.where(d2 <= r * r, k, torch.zeros_like(k))
+            if tp is not None:
+                k = k * (beta + (1 - beta) * (tp[:, None] == tq[None, :]).double())
             return wp @ k @ wq
 
-        out[g, 0] = K(X, a, X, a)
-        out[g, 1] = K(Y, b, Y, b)
-        out[g, 2] = K(X, a, Y, b)
+        out[g, 0] = K(X, a, X, a, TX, TX)
+        out[g, 1] = K(Y, b, Y, b, TY, TY)
+        out[g, 2] = K(X, a, Y, b, TX, TY)
     return out
 
 

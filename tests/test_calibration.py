@@ -52,3 +52,22 @@ def test_length_sets_the_noise_unit():
     with pytest.raises(ValueError, match="length"):
         calibrate_kernel(g2_molecules(min_atoms=8)[:4], "noise", "cosine", steps=1, length=-1.0,
                          progress=False)
+
+
+def test_node_types_are_fitted_and_reported(tmp_path):
+    from tg_rapidalign.datasets import g2_molecules
+    from tg_rapidalign.io import load_kernel, save_kernel
+
+    mols = g2_molecules(min_atoms=8)[:8]
+    kw = dict(levels=[0, 0.5, 1.0], steps=4, progress=False, repeats=1)
+    rep = calibrate_kernel(mols, "noise", "cosine", **kw)
+    beta = rep.kernel.type_weight()
+    assert beta is not None and 0 < float(beta) < 1
+    assert len(rep.baselines) == 3 and any("types" in name for name in rep.baselines)
+    assert rep.after.identical_loss <= 1e-6
+    save_kernel(rep.kernel, tmp_path / "typed.json")
+    assert torch.equal(load_kernel(tmp_path / "typed.json").type_weight(), beta.detach())
+    plain = calibrate_kernel(mols, "noise", "cosine", node_type=None, **kw)
+    assert plain.kernel.type_weight() is None and len(plain.baselines) == 2
+    # The plain baselines do not depend on whether types are fitted.
+    assert list(plain.baselines.values()) == list(rep.baselines.values())[:2]

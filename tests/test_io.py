@@ -69,3 +69,34 @@ def test_bad_arguments(tmp_path):
         save_kernel(torch.nn.Linear(2, 2), tmp_path / "x.json")
     with pytest.raises(ValueError, match="metadata"):
         save_kernel(GaussianKernel(1.0), tmp_path / "x.json", metadata={"bad": float("nan")})
+
+
+@pytest.mark.parametrize("learnable", [True, False])
+def test_cross_type_weight_round_trip_and_tampering(tmp_path, learnable):
+    kern = MultiBandGaussianKernel([0.3, 0.9], learnable=learnable, cross_type_weight=0.27)
+    with torch.no_grad():
+        kern.type_logit.add_(0.0123)
+    path = tmp_path / "typed.json"
+    save_kernel(kern, path)
+    loaded = load_kernel(path)
+    assert torch.equal(loaded.type_logit, kern.type_logit)
+    assert isinstance(loaded.type_logit, torch.nn.Parameter) == learnable
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(22, 3, dtype=torch.float64)
+    tx, ty = torch.randint(0, 3, (20,)), torch.randint(0, 3, (22,))
+    assert torch.equal(kernel_mmd(x, y, sigma=kern, type_x=tx, type_y=ty),
+                       kernel_mmd(x, y, sigma=loaded, type_x=tx, type_y=ty))
+    doc = json.loads(path.read_text())
+    doc["kernel"]["type_logit"] = 3.0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="checksum"):
+        load_kernel(path)
+    # A consistent checksum does not let a malformed value through.
+    from tg_rapidalign.io import _digest
+    doc["kernel"]["type_logit"] = "high"
+    doc["sha256"] = _digest(doc["kernel"], doc["metadata"])
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="type_logit"):
+        load_kernel(path)
+    # Files without the field (untyped kernels) load without a cross-type weight.
+    save_kernel(MultiBandGaussianKernel([0.5]), path)
+    assert load_kernel(path).type_weight() is None

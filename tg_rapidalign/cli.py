@@ -132,11 +132,14 @@ def _calibrate(args) -> int:
     structures = read_structures(args.data) if args.data else g2_molecules()
     source = args.data or "ASE G2 molecules (built in)"
     print(f"{len(structures)} structures from {source}; corruption {args.corruption}, loss {args.loss}")
+    node_type = None if args.node_type == "none" else args.node_type
     rep = calibrate_kernel(structures, args.corruption, args.loss, steps=args.steps, lr=args.lr,
-                           seed=args.seed, length=args.length, progress=not args.quiet)
+                           seed=args.seed, length=args.length, node_type=node_type, progress=not args.quiet)
     print(rep.summary())
+    typed = rep.kernel.type_weight() is not None
     meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": list(DEFAULT_LEVELS),
                                               "length": args.length or "rms_radius"},
+            "node_type": node_type if typed else None,
             "data": {"source": source, "structures": len(structures)}, "temperature": rep.temperature,
             "report": {"spearman_before": rep.before.spearman, "spearman_after": rep.after.spearman,
                        "ordered_after": rep.after.ordered_fraction}}
@@ -204,6 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "structures of different sizes together better than MMD")
     cal.add_argument("--length", type=float, help="noise std / rigid shift per unit level, in the "
                      "data's units (default: each structure's RMS radius)")
+    cal.add_argument("--node-type", default="z", help="node attribute of integer types fitted with a "
+                     "cross-type weight (default: z, atomic numbers); 'none' ignores types")
     cal.add_argument("--steps", type=int, default=200)
     cal.add_argument("--lr", type=float, default=0.05)
     cal.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,7 @@ File layout (``format_version`` 1)::
       "library_version": "0.1.0",
       "kernel": {"type": "GaussianKernel" | "MultiBandGaussianKernel",
                  "log_sigma": [...], "logits": [...] (multi-band only), "log_scale": float,
+                 "type_logit": float (multi-band with a cross_type_weight only),
                  "learnable": bool, "learnable_scale": bool},
       "metadata": {...},            # free JSON: loss type, corruption spec, data, report
       "sha256": "..."               # of the canonical JSON of {"kernel", "metadata"}
@@ -46,10 +47,13 @@ def kernel_state(kernel: torch.nn.Module) -> Dict[str, Any]:
         return [float(v) for v in t.detach().double().flatten().tolist()]
 
     if isinstance(kernel, MultiBandGaussianKernel):
-        return {"type": "MultiBandGaussianKernel", "log_sigma": values(kernel.log_sigma),
-                "logits": values(kernel.logits), "log_scale": float(kernel.log_scale),
-                "learnable": isinstance(kernel.log_sigma, torch.nn.Parameter),
-                "learnable_scale": isinstance(kernel.log_scale, torch.nn.Parameter)}
+        state = {"type": "MultiBandGaussianKernel", "log_sigma": values(kernel.log_sigma),
+                 "logits": values(kernel.logits), "log_scale": float(kernel.log_scale),
+                 "learnable": isinstance(kernel.log_sigma, torch.nn.Parameter),
+                 "learnable_scale": isinstance(kernel.log_scale, torch.nn.Parameter)}
+        if kernel.type_logit is not None:
+            state["type_logit"] = float(kernel.type_logit)
+        return state
     if isinstance(kernel, GaussianKernel):
         return {"type": "GaussianKernel", "log_sigma": values(kernel.log_sigma),
                 "log_scale": float(kernel.log_scale),
@@ -116,10 +120,17 @@ def load_kernel(path: PathLike, return_metadata: bool = False):
         kernel = GaussianKernel(math.exp(log_sigma[0]), learnable, math.exp(log_scale), learnable_scale)
     elif kind == "MultiBandGaussianKernel":
         logits = _numbers(state.get("logits"), "logits", len(log_sigma))
+        type_logit = state.get("type_logit")
+        if type_logit is not None:
+            type_logit = _numbers([type_logit] if isinstance(type_logit, (int, float)) else None,
+                                  "type_logit")[0]
         kernel = MultiBandGaussianKernel([math.exp(s) for s in log_sigma], learnable, None,
-                                         math.exp(log_scale), learnable_scale)
+                                         math.exp(log_scale), learnable_scale,
+                                         cross_type_weight=None if type_logit is None else 0.5)
         with torch.no_grad():
             kernel.logits.copy_(torch.tensor(logits, dtype=torch.float64))
+            if type_logit is not None:
+                kernel.type_logit.copy_(torch.tensor(type_logit, dtype=torch.float64))
     else:
         raise ValueError(f"kernel file: unknown kernel type {kind!r}")
     with torch.no_grad():  # the exact stored values (no exp/log round trip)

@@ -11,11 +11,24 @@ with bandwidths :math:`\sigma_b > 0` (stored as :math:`\log \sigma_b`), mixture
 weights :math:`\pi_b` (positive, summing to one) and a global scale :math:`s > 0`
 (stored as :math:`\log s`). The ops only ever see the pair of tensors
 ``(sigmas [K], coefs [K])`` with ``coefs = s * pi``, returned by :meth:`bands`.
+
+When the losses are given node types (``type_x``, ``type_y``: atomic numbers,
+residue or point classes), the kernel is multiplied by a type kernel,
+
+.. math::
+    k\big((\mathbf{x}, a), (\mathbf{y}, b)\big) = k(\mathbf{x}, \mathbf{y})
+    \big(\beta + (1 - \beta)\,[a = b]\big), \qquad \beta \in [0, 1],
+
+still positive definite (a convex combination of the constant and the
+identity kernel on types): pairs of different types count with the weight
+:math:`\beta`, the ``cross_type_weight`` of a :class:`MultiBandGaussianKernel`
+(learnable through :math:`\operatorname{logit} \beta`); for every other
+kernel :math:`\beta = 0` (only pairs of the same type interact).
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -29,6 +42,10 @@ class _GaussianMixture(torch.nn.Module):
     def bands(self) -> Tuple[Tensor, Tensor]:
         """Returns ``(sigmas [K], coefs [K])`` with ``coefs = scale * softmax(logits)``."""
         raise NotImplementedError
+
+    def type_weight(self) -> Optional[Tensor]:
+        """The cross-type weight :math:`\beta` (a 0-d tensor), or ``None`` (0)."""
+        return None
 
     @property
     def max_sigma(self) -> float:
@@ -96,11 +113,16 @@ class MultiBandGaussianKernel(_GaussianMixture):
         scale (float, optional): The global scale :math:`s`. (default: :obj:`1.0`)
         learnable_scale (bool, optional): If :obj:`True`, :math:`\log s` is a
             parameter too. (default: :obj:`False`)
+        cross_type_weight (float, optional): :math:`\beta \in [0, 1]`, the weight of
+            pairs of different node types when the loss is given node types
+            (stored as :math:`\operatorname{logit}\beta`, clamped to
+            :math:`\pm 40`; learnable with :obj:`learnable`). (default: :obj:`None`,
+            i.e. 0 when types are given)
     """
 
     def __init__(self, sigmas: Sequence[float], learnable: bool = True,
                  weights: Sequence[float] | None = None, scale: float = 1.0,
-                 learnable_scale: bool = False):
+                 learnable_scale: bool = False, cross_type_weight: Optional[float] = None):
         super().__init__()
         if isinstance(sigmas, Tensor):
             sigmas = sigmas.detach().flatten().tolist()
@@ -126,6 +148,20 @@ class MultiBandGaussianKernel(_GaussianMixture):
                 setattr(self, name, torch.nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
+        if cross_type_weight is None:
+            self.register_buffer("type_logit", None)
+        else:
+            beta = float(cross_type_weight)
+            if not 0.0 <= beta <= 1.0:  # also catches NaN
+                raise ValueError(f"cross_type_weight must be in [0, 1], got {cross_type_weight}")
+            value = torch.tensor(_logit(beta), dtype=torch.float64)
+            if learnable:
+                self.type_logit = torch.nn.Parameter(value)
+            else:
+                self.register_buffer("type_logit", value)
+
+    def type_weight(self) -> Optional[Tensor]:
+        return None if self.type_logit is None else torch.sigmoid(self.type_logit)
 
     @property
     def sigmas(self) -> Tensor:
@@ -147,8 +183,32 @@ class MultiBandGaussianKernel(_GaussianMixture):
         sig = fmt(f"{float(s):.4g}" for s in self.sigmas.detach())
         pis = fmt(f"{float(p):.3f}" for p in self.mixture_weights.detach())
         learn = isinstance(self.log_sigma, torch.nn.Parameter)
+        beta = "" if self.type_logit is None else \
+            f", cross_type_weight={float(self.type_weight().detach()):.3g}"
         return (f"{self.__class__.__name__}(sigmas=[{sig}], weights=[{pis}], "
-                f"scale={float(self.scale):.4g}, learnable={learn})")
+                f"scale={float(self.scale):.4g}{beta}, learnable={learn})")
+
+
+# logit(beta) is kept within +-40 (beta within 4e-18 of 0 or 1): finite in a JSON
+# file, and a weight that small changes no sum by more than that.
+_LOGIT_LIMIT = 40.0
+
+
+def _logit(beta: float) -> float:
+    if beta <= 0.0:
+        return -_LOGIT_LIMIT
+    if beta >= 1.0:
+        return _LOGIT_LIMIT
+    return max(-_LOGIT_LIMIT, min(_LOGIT_LIMIT, math.log(beta) - math.log1p(-beta)))
+
+
+def resolve_type_weight(sigma: KernelLike, dtype: torch.dtype, device) -> Tensor:
+    """The cross-type weight :math:`\beta` of ``sigma`` (0 unless it is a kernel
+    module with a ``cross_type_weight``), as a 0-d tensor."""
+    beta = sigma.type_weight() if isinstance(sigma, _GaussianMixture) else None
+    if beta is None:
+        return torch.zeros((), dtype=dtype, device=device)
+    return beta.to(device=device, dtype=dtype)
 
 
 def evaluate_bands(sqdist: Tensor, sigmas: Tensor, coefs: Tensor) -> Tensor:

@@ -9,13 +9,14 @@ from torch import Tensor
 from .._validation import (
     check_batch,
     check_choice,
+    check_index_vector,
     check_positions,
     check_positive_scalar,
     check_same_space,
     check_weights,
     resolve_num_graphs,
 )
-from ..kernels import KernelLike, evaluate_bands, resolve_kernel
+from ..kernels import KernelLike, evaluate_bands, resolve_kernel, resolve_type_weight
 from ..ops import native
 from ..ops.pair_sum import make_plan, tiled_pair_sum
 from ..segments import graph_sizes, graph_sum
@@ -25,6 +26,9 @@ KERNEL_BACKENDS = ("auto", "dense", "tiled", "native")
 
 # The padded dense path is used below this many kernel entries in total.
 _DENSE_AUTO_LIMIT = 1 << 21
+# A cross-type weight (or its complement) below this, with no gradient wanted,
+# skips its pass: it changes no normalised sum by more than this.
+_NEGLIGIBLE = 1e-12
 
 
 class KernelSums(NamedTuple):
@@ -78,11 +82,32 @@ def _native_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
     return kxx, kyy, kxy
 
 
+def _typed_sums(fn, sigma, x, y, bx, by, wx, wy, type_x, type_y, sigmas, coefs, r, num_graphs):
+    """Sums of the kernel times the type kernel ``beta + (1 - beta) [a = b]``: the
+    same-type part is the plain sum over (graph, type) slots, ``graph * T + type``
+    (the batch re-keyed and stably sorted; weights stay normalised per graph)."""
+    beta = resolve_type_weight(sigma, x.dtype, x.device)
+    wants_grad = beta.requires_grad and torch.is_grad_enabled()
+    if not wants_grad and bool(beta >= 1 - _NEGLIGIBLE):
+        return fn(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs)
+    types, inverse = torch.unique(torch.cat([type_x, type_y]), return_inverse=True)
+    T = max(types.numel(), 1)
+    key_x, key_y = bx * T + inverse[: x.size(0)], by * T + inverse[x.size(0):]
+    ox, oy = torch.argsort(key_x, stable=True), torch.argsort(key_y, stable=True)
+    same = fn(x[ox], y[oy], key_x[ox], key_y[oy], wx[ox], wy[oy], sigmas, coefs, r, num_graphs * T)
+    same = [v.view(num_graphs, T).sum(1) for v in same]
+    if not wants_grad and bool(beta <= _NEGLIGIBLE):
+        return same
+    plain = fn(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs)
+    return [beta * p + (1 - beta) * t for p, t in zip(plain, same)]
+
+
 def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                 batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                 weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
                 cutoff: Optional[float] = 4.0, backend: str = "auto",
-                num_graphs: Optional[int] = None) -> KernelSums:
+                num_graphs: Optional[int] = None, type_x: Optional[Tensor] = None,
+                type_y: Optional[Tensor] = None) -> KernelSums:
     r"""The per-graph sums :math:`K_{XX}, K_{YY}, K_{XY}` behind
     :func:`kernel_mmd` and :func:`kernel_cosine` (same arguments)."""
     check_positions(x, "x")
@@ -95,6 +120,11 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     num_graphs = resolve_num_graphs(batch_x, batch_y, num_graphs)
     weight_x = check_weights(weight_x, x.size(0), "weight_x", x)
     weight_y = check_weights(weight_y, y.size(0), "weight_y", y)
+    if (type_x is None) != (type_y is None):
+        raise ValueError("type_x and type_y must be given together (node types of both sides) or not at all")
+    if type_x is not None:
+        type_x = check_index_vector(type_x, x.size(0), "type_x", x.device, "node types")
+        type_y = check_index_vector(type_y, y.size(0), "type_y", y.device, "node types")
     sigmas, coefs = resolve_kernel(sigma, x.dtype, x.device)
     r = None if cutoff is None else cutoff * float(sigmas.detach().max())
 
@@ -113,7 +143,11 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                          "<= 3 on a supported device and at most 16 bands (tg_rapidalign.ops.native."
                          f"AVAILABLE is {native.AVAILABLE})")
     fn = {"dense": _dense_sums, "tiled": _tiled_sums, "native": _native_sums}[backend]
-    kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
+    if type_x is None:
+        kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
+    else:
+        kxx, kyy, kxy = _typed_sums(fn, sigma, x, y, batch_x, batch_y, wx, wy, type_x, type_y, sigmas,
+                                    coefs, r, num_graphs)
     wx2 = graph_sum(wx * wx, batch_x, num_graphs)
     wy2 = graph_sum(wy * wy, batch_y, num_graphs)
     return KernelSums(kxx, kyy, kxy, wx2, wy2, nx, ny, coefs.sum())
@@ -132,7 +166,8 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
                unbiased: bool = False, cutoff: Optional[float] = 4.0, backend: str = "auto",
-               num_graphs: Optional[int] = None) -> Tensor:
+               num_graphs: Optional[int] = None, type_x: Optional[Tensor] = None,
+               type_y: Optional[Tensor] = None) -> Tensor:
     r"""The squared kernel maximum mean discrepancy between weighted point sets,
     one value per graph:
 
@@ -183,12 +218,19 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
             (default: :obj:`"auto"`)
         num_graphs (int, optional): The number of graphs :math:`B`, needed only
             when trailing graphs of one side are empty. (default: :obj:`None`)
+        type_x (torch.Tensor, optional): Integer node types :math:`[N]` (atomic
+            numbers, say); with :obj:`type_y`, the kernel is multiplied by the type
+            kernel :math:`\beta + (1 - \beta)[a_i = b_j]`, :math:`\beta` the
+            kernel's ``cross_type_weight`` (0 for a float bandwidth: only nodes of
+            the same type interact). Costs one more pass when
+            :math:`0 < \beta < 1`. (default: :obj:`None`)
+        type_y (torch.Tensor, optional): Integer node types :math:`[M]`. (default: :obj:`None`)
 
     Returns:
         torch.Tensor: :math:`[B]`.
     """
     s = kernel_sums(x, y, batch_x, batch_y, weight_x, weight_y, sigma, cutoff=cutoff,
-                    backend=backend, num_graphs=num_graphs)
+                    backend=backend, num_graphs=num_graphs, type_x=type_x, type_y=type_y)
     kxx, kyy = s.kxx, s.kyy
     if unbiased:
         kxx = _unbiased_self(kxx, s.wx2, s.nx, s.k0)
@@ -200,7 +242,8 @@ def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                   batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                   weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
                   cutoff: Optional[float] = 4.0, backend: str = "auto",
-                  num_graphs: Optional[int] = None) -> Tensor:
+                  num_graphs: Optional[int] = None, type_x: Optional[Tensor] = None,
+               type_y: Optional[Tensor] = None) -> Tensor:
     r"""The cosine of the angle between the kernel mean embeddings, per graph:
 
     .. math::
@@ -209,13 +252,15 @@ def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     equal to 1 for identical weighted point sets (see :func:`kernel_mmd` for
     :math:`K_{AB}`, the arguments and truncation). It does not depend on the
     kernel's global scale. A graph with zero mass on one side gets 0; one with
-    zero mass on both sides gets 1 (two empty sets are identical).
+    zero mass on both sides gets 1 (two empty sets are identical). With node
+    types (:obj:`type_x`, :obj:`type_y`) and a cross-type weight :math:`\beta = 0`,
+    graphs that share no type get 0.
 
     Returns:
         torch.Tensor: :math:`[B]`.
     """
     s = kernel_sums(x, y, batch_x, batch_y, weight_x, weight_y, sigma, cutoff=cutoff,
-                    backend=backend, num_graphs=num_graphs)
+                    backend=backend, num_graphs=num_graphs, type_x=type_x, type_y=type_y)
     return cosine_from_sums(s.kxy, s.kxx, s.kyy)
 
 

@@ -70,3 +70,17 @@ def reduce_loss(out: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return out.sum()
     return out
+
+
+def resolve_types(spec: Union[None, str], data, name: str) -> Optional[Tensor]:
+    """Node types from a node attribute name (``"z"``, say) of a ``Data``/``Batch``."""
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        raise TypeError(f"{name} must be None or a node attribute name, got {type(spec).__name__}")
+    if isinstance(data, Tensor):
+        raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
+    value = getattr(data, spec, None)
+    if value is None:
+        raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
+    return value.view(-1)

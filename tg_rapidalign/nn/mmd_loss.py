@@ -10,7 +10,7 @@ from .._validation import check_choice
 from ..functional.mmd import kernel_cosine, kernel_mmd
 from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
 from ..weights import normalize_weights
-from ._inputs import WeightSpec, pair_inputs, reduce_loss, resolve_weight
+from ._inputs import WeightSpec, pair_inputs, reduce_loss, resolve_types, resolve_weight
 
 
 class KernelMMDLoss(torch.nn.Module):
@@ -40,12 +40,16 @@ class KernelMMDLoss(torch.nn.Module):
         reduction (str, optional): :obj:`"mean"`, :obj:`"sum"` or :obj:`"none"`.
             (default: :obj:`"mean"`)
         backend (str, optional): See :func:`kernel_mmd`. (default: :obj:`"auto"`)
+        node_type (str, optional): A node attribute holding integer node types
+            (:obj:`"z"` for atomic numbers): nodes of different types then
+            interact with the kernel's ``cross_type_weight`` (see
+            :func:`kernel_mmd`'s :obj:`type_x`). (default: :obj:`None`)
     """
 
     def __init__(self, kernel: KernelLike = 1.0, weight: WeightSpec = None,
                  max_weight_ratio: Optional[float] = None, unbiased: bool = False,
                  cutoff: Optional[float] = 4.0, similarity: str = "mmd",
-                 reduction: str = "mean", backend: str = "auto"):
+                 reduction: str = "mean", backend: str = "auto", node_type: Optional[str] = None):
         super().__init__()
         if not isinstance(kernel, _GaussianMixture):
             kernel = GaussianKernel(float(kernel))
@@ -57,6 +61,7 @@ class KernelMMDLoss(torch.nn.Module):
         self.similarity = check_choice(similarity, "similarity", ("mmd", "cosine"))
         self.reduction = check_choice(reduction, "reduction", ("mean", "sum", "none"))
         self.backend = backend
+        self.node_type = node_type
         if unbiased and similarity == "cosine":
             raise ValueError("unbiased applies to similarity='mmd' only")
 
@@ -68,7 +73,9 @@ class KernelMMDLoss(torch.nn.Module):
         if self.max_weight_ratio is not None:
             wx, wy = (self._clamp(w, b, n, t, num_graphs) for w, b, n, t in
                       ((wx, bx, x.size(0), x), (wy, by, y.size(0), y)))
-        kwargs = dict(cutoff=self.cutoff, backend=self.backend, num_graphs=num_graphs)
+        kwargs = dict(cutoff=self.cutoff, backend=self.backend, num_graphs=num_graphs,
+                      type_x=resolve_types(self.node_type, pred, "node_type"),
+                      type_y=resolve_types(self.node_type, target, "node_type"))
         if self.similarity == "mmd":
             out = kernel_mmd(x, y, bx, by, wx, wy, self.kernel, unbiased=self.unbiased, **kwargs)
         else:
@@ -83,4 +90,5 @@ class KernelMMDLoss(torch.nn.Module):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(kernel={self.kernel}, similarity={self.similarity!r}, "
-                f"unbiased={self.unbiased}, cutoff={self.cutoff}, reduction={self.reduction!r})")
+                f"unbiased={self.unbiased}, cutoff={self.cutoff}, reduction={self.reduction!r}"
+                + (f", node_type={self.node_type!r})" if self.node_type is not None else ")"))
