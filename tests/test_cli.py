@@ -44,11 +44,12 @@ def test_calibrate_command_on_built_in_molecules_and_npz(tmp_path, capsys):
     assert "calibrated" in capsys.readouterr().out and plot.exists()
     kernel, meta = load_kernel(out, return_metadata=True)
     assert meta["loss"] == "cosine" and meta["data"]["structures"] == len(g2_molecules())
-    assert meta["corruption"]["length"] == "rms_radius"
+    assert meta["corruption"]["length"] == 0.5 and meta["node_type"] == "z"  # Å on the built-in molecules
     json.loads(out.read_text())
     pos = torch.cat([m.pos for m in mols[:4]]).numpy()
     batch = np.concatenate([np.full(len(m.pos), i) for i, m in enumerate(mols[:4])])
     np.savez(tmp_path / "mols.npz", pos=pos, batch=batch)
     assert main(["calibrate", "--data", str(tmp_path / "mols.npz"), "--steps", "2", "--quiet",
                  "--corruption", "masking", "--out", str(out), "--plot", str(plot)]) == 0
-    assert load_kernel(out, return_metadata=True)[1]["data"]["structures"] == 4
+    meta = load_kernel(out, return_metadata=True)[1]
+    assert meta["data"]["structures"] == 4 and meta["node_type"] is None  # one type (no z): no type kernel

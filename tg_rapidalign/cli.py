@@ -131,14 +131,20 @@ def _calibrate(args) -> int:
 
     structures = read_structures(args.data) if args.data else g2_molecules()
     source = args.data or "ASE G2 molecules (built in)"
-    print(f"{len(structures)} structures from {source}; corruption {args.corruption}, loss {args.loss}")
+    length = args.length
+    if length is None and not args.data and args.corruption != "masking":
+        length = BUILT_IN_LENGTH
+    unit = "level = share of nodes dropped" if args.corruption == "masking" else \
+        (f"level unit {length:g} (data units; Å for molecules)" if length else "level unit = RMS radius")
+    print(f"{len(structures)} structures from {source}; corruption {args.corruption} ({unit}), "
+          f"loss {args.loss}")
     node_type = None if args.node_type == "none" else args.node_type
     rep = calibrate_kernel(structures, args.corruption, args.loss, steps=args.steps, lr=args.lr,
-                           seed=args.seed, length=args.length, node_type=node_type, progress=not args.quiet)
+                           seed=args.seed, length=length, node_type=node_type, progress=not args.quiet)
     print(rep.summary())
     typed = rep.kernel.type_weight() is not None
     meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": list(DEFAULT_LEVELS),
-                                              "length": args.length or "rms_radius"},
+                                              "length": length or "rms_radius"},
             "node_type": node_type if typed else None,
             "data": {"source": source, "structures": len(structures)}, "temperature": rep.temperature,
             "report": {"spearman_before": rep.before.spearman, "spearman_after": rep.after.spearman,
@@ -160,6 +166,9 @@ def _calibrate(args) -> int:
 
 
 BENCHMARKS = ("mmd", "alignment", "memory", "calibration")
+# The calibration's noise unit on the built-in molecules, Å: levels 0..1 then span
+# 0-0.5 Å per coordinate, the range a denoiser is trained on (the demo uses 0.3).
+BUILT_IN_LENGTH = 0.5
 
 
 def _bench(args) -> int:
@@ -206,7 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      help="1 - kernel cosine (default) does not scale with the node count, so it ranks "
                      "structures of different sizes together better than MMD")
     cal.add_argument("--length", type=float, help="noise std / rigid shift per unit level, in the "
-                     "data's units (default: each structure's RMS radius)")
+                     f"data's units (default: {BUILT_IN_LENGTH} Å on the built-in molecules, the scale "
+                     "of a denoiser's noise; each structure's RMS radius with --data)")
     cal.add_argument("--node-type", default="z", help="node attribute of integer types fitted with a "
                      "cross-type weight (default: z, atomic numbers); 'none' ignores types")
     cal.add_argument("--steps", type=int, default=200)

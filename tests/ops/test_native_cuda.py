@@ -148,3 +148,18 @@ def test_special_polar3_cuda_matches_cpu():
         tol = 1e-12 if dtype == torch.float64 else 1e-5
         assert torch.allclose(out.cpu(), native.special_polar3(S.to(dtype)), atol=tol)
     torch.library.opcheck(torch.ops.tg_rapidalign.special_polar3, (S[:50].cuda(),))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_typed_sums_agree_with_cpu(beta):
+    x, bx = random_batch([300, 20, 1])
+    y, by = random_batch([280, 9, 4])
+    tx, ty = torch.randint(0, 3, (len(x),)), torch.randint(0, 3, (len(y),))
+    k = MultiBandGaussianKernel([0.05, 0.2], cross_type_weight=beta).double()
+    ref = kernel_cosine(x, y, bx, by, sigma=k, type_x=tx, type_y=ty, backend="dense", cutoff=None)
+    xg = x.detach().cuda().requires_grad_()
+    out = kernel_cosine(xg, y.cuda(), bx.cuda(), by.cuda(), sigma=k.cuda(), type_x=tx.cuda(),
+                        type_y=ty.cuda(), backend="native", cutoff=None)
+    assert torch.allclose(out.cpu(), ref, rtol=1e-10, atol=1e-12)
+    out.sum().backward()
+    assert torch.isfinite(xg.grad).all()
