@@ -48,15 +48,15 @@ def kernel_state(kernel: torch.nn.Module) -> Dict[str, Any]:
 
     if isinstance(kernel, MultiBandGaussianKernel):
         state = {"type": "MultiBandGaussianKernel", "log_sigma": values(kernel.log_sigma),
-                 "logits": values(kernel.logits), "log_scale": float(kernel.log_scale),
+                 "logits": values(kernel.logits), "log_scale": float(kernel.log_scale.detach()),
                  "learnable": isinstance(kernel.log_sigma, torch.nn.Parameter),
                  "learnable_scale": isinstance(kernel.log_scale, torch.nn.Parameter)}
         if kernel.type_logit is not None:
-            state["type_logit"] = float(kernel.type_logit)
+            state["type_logit"] = float(kernel.type_logit.detach())
         return state
     if isinstance(kernel, GaussianKernel):
         return {"type": "GaussianKernel", "log_sigma": values(kernel.log_sigma),
-                "log_scale": float(kernel.log_scale),
+                "log_scale": float(kernel.log_scale.detach()),
                 "learnable": isinstance(kernel.log_sigma, torch.nn.Parameter),
                 "learnable_scale": isinstance(kernel.log_scale, torch.nn.Parameter)}
     raise TypeError(f"kernel must be a GaussianKernel or MultiBandGaussianKernel, got "
