@@ -71,3 +71,20 @@ def test_node_types_are_fitted_and_reported(tmp_path):
     assert plain.kernel.type_weight() is None and len(plain.baselines) == 2
     # The plain baselines do not depend on whether types are fitted.
     assert list(plain.baselines.values()) == list(rep.baselines.values())[:2]
+
+
+def test_soft_spearman_tends_to_spearman_and_is_differentiable():
+    from scipy.stats import spearmanr
+
+    from tg_rapidalign.calibration import _standard_ranks, soft_spearman
+
+    gen = torch.Generator().manual_seed(0)
+    levels = torch.arange(6, dtype=torch.float64).repeat_interleave(4) / 5  # tied levels, as in calibration
+    values = levels + 0.3 * torch.randn(len(levels), generator=gen, dtype=torch.float64)
+    exact = spearmanr(values.numpy(), levels.numpy()).statistic
+    ranks = _standard_ranks(levels)
+    assert abs(float(soft_spearman(values, ranks, tau=1e-5)) - exact) < 1e-6
+    assert float(soft_spearman(-values, ranks, tau=1e-5)) == pytest.approx(-exact, abs=1e-6)
+    assert float(soft_spearman(values * 7.5 + 3, ranks)) == pytest.approx(float(soft_spearman(values, ranks)))
+    v = values.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: soft_spearman(t, ranks, tau=0.3), (v,))
