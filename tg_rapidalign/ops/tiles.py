@@ -112,6 +112,68 @@ def _box_gap2(a: TileLayout, b: TileLayout, ia: Tensor, ib: Tensor) -> Tensor:
     return gap.pow(2).sum(1)
 
 
+def _searched_pairs(a: TileLayout, b: TileLayout, r: float, tol: float) -> Tuple[Tensor, Tensor]:
+    """Candidate tile pairs for large layouts, in both orders when ``a is b``.
+
+    Tiles whose centres are further apart than ``r`` plus both half diagonals
+    cannot interact. A few tiles straddle a jump of the Morton curve and span
+    much of their graph, so a search radius padded by the widest tile would make
+    nearly every tile a candidate (488M pairs for 1M uniform points). The compact
+    tiles (half diagonal up to the 90th percentile) are paired by the grid search
+    on centres; each wider tile is scanned against its graph's tiles in chunks,
+    keeping only boxes within ``tol``."""
+    ha, hb = a.half.norm(dim=1), b.half.norm(dim=1)
+    cap_a, cap_b = _quantile(ha, 0.9), _quantile(hb, 0.9)
+    wide_a, wide_b = ha > cap_a, hb > cap_b
+    num_graphs = a.tile_ptr.numel() - 1
+    compact_a = torch.nonzero(~wide_a).flatten()
+    compact_b = torch.nonzero(~wide_b).flatten()
+    ia, ib = grid_radius(a.center[compact_a], b.center[compact_b], tol + cap_a + cap_b,
+                         a.graph[compact_a], b.graph[compact_b], num_graphs)
+    parts_a, parts_b = [compact_a[ia]], [compact_b[ib]]
+    # Wide a-tiles against every b-tile, then compact a-tiles against wide b-tiles.
+    for ja, jb in _scan(a, b, torch.nonzero(wide_a).flatten(), None, tol):
+        parts_a.append(ja)
+        parts_b.append(jb)
+    for jb, ja in _scan(b, a, torch.nonzero(wide_b).flatten(), ~wide_a, tol):
+        parts_a.append(ja)
+        parts_b.append(jb)
+    return torch.cat(parts_a), torch.cat(parts_b)
+
+
+def _quantile(values: Tensor, q: float) -> float:
+    if values.numel() == 0:
+        return 0.0
+    k = min(values.numel(), max(1, int(round(q * values.numel()))))
+    return float(values.kthvalue(k).values)
+
+
+def _scan(a: TileLayout, b: TileLayout, rows: Tensor, keep_b: Optional[Tensor], tol: float):
+    """``(i, j)`` for each tile ``i`` in ``rows`` of ``a`` and every tile ``j`` of
+    its graph in ``b`` (those with ``keep_b``) whose boxes lie within ``tol``; in
+    chunks of about ``_ENUMERATE_LIMIT`` candidates."""
+    if rows.numel() == 0:
+        return
+    g = a.graph[rows]
+    counts = b.tile_ptr[g + 1] - b.tile_ptr[g]
+    ends = torch.cumsum(counts, 0)
+    start = 0
+    while start < rows.numel():
+        done = int(ends[start - 1]) if start > 0 else 0
+        stop = int(torch.searchsorted(ends, done + _ENUMERATE_LIMIT, right=True))
+        stop = max(stop, start + 1)
+        sel, cnt = rows[start:stop], counts[start:stop]
+        ia = torch.repeat_interleave(sel, cnt)
+        first = torch.cumsum(cnt, 0) - cnt
+        local = torch.arange(ia.numel(), device=ia.device) - torch.repeat_interleave(first, cnt)
+        ib = b.tile_ptr[a.graph[ia]] + local
+        keep = _box_gap2(a, b, ia, ib) <= tol * tol
+        if keep_b is not None:
+            keep &= keep_b[ib]
+        yield ia[keep], ib[keep]
+        start = stop
+
+
 def tile_pairs(a: TileLayout, b: TileLayout, r: Optional[float],
                symmetric: bool) -> Tuple[Tensor, Tensor]:
     """Tile pairs ``(ia, ib)`` of the same graph whose boxes lie within ``r``
@@ -120,21 +182,19 @@ def tile_pairs(a: TileLayout, b: TileLayout, r: Optional[float],
     na = a.tile_ptr[1:] - a.tile_ptr[:-1]
     nb = b.tile_ptr[1:] - b.tile_ptr[:-1]
     total = int((na * nb).sum())
+    tol = None
+    if r is not None:
+        # Slack for rounding in the box arithmetic; the per-pair test is exact.
+        scale = float((a.center.abs() + a.half).max()) + float((b.center.abs() + b.half).max())
+        tol = r + 16 * torch.finfo(a.center.dtype).eps * scale
     if r is None or total <= _ENUMERATE_LIMIT:
         ia, ib = _enumerate_pairs(a, b, symmetric)
     else:
-        # Tiles whose centres are further apart than r plus both half diagonals
-        # cannot interact; find the rest with the grid search on centres.
-        reach = float(a.half.norm(dim=1).max()) + float(b.half.norm(dim=1).max())
-        ia, ib = grid_radius(a.center, b.center, r + reach, a.graph, b.graph,
-                             int(na.numel()))
+        ia, ib = _searched_pairs(a, b, r, tol)
         if symmetric:
             keep = ia <= ib
             ia, ib = ia[keep], ib[keep]
     if r is not None and ia.numel() > 0:
-        # Slack for rounding in the box arithmetic; the per-pair test is exact.
-        scale = float((a.center.abs() + a.half).max()) + float((b.center.abs() + b.half).max())
-        tol = r + 16 * torch.finfo(a.center.dtype).eps * scale
         keep = _box_gap2(a, b, ia, ib) <= tol * tol
         ia, ib = ia[keep], ib[keep]
     if ia.numel() == 0:
