@@ -54,3 +54,26 @@ def test_symmetric_rmsd_ignores_swaps_of_equivalent_atoms():
     # Otherwise it is the plain superposition RMSD, never above it.
     assert sym[1] <= float(kabsch_rmsd(ch4.pos, noisy)) + 1e-9
     assert abs(sym[1] - float(kabsch_rmsd(ch4.pos, noisy))) < 0.05
+
+
+@pytest.mark.parametrize("beta", [None, 0.2])
+def test_a_kernel_with_a_cross_type_weight_scores_the_mmd_term_with_atom_types(monkeypatch, beta):
+    from tg_rapidalign import MultiBandGaussianKernel, denoising
+
+    seen = []
+    real = denoising.kernel_mmd
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(denoising, "kernel_mmd", spy)
+    train, test = split_molecules(g2_molecules(min_atoms=5)[:12], 0.25, seed=0)
+    kernel = MultiBandGaussianKernel([0.3, 0.8], cross_type_weight=beta)
+    report = train_denoiser(train, test, noise=0.3, steps=2, eval_every=2, eval_draws=1, mmd_weight=0.5,
+                            kernel=kernel, progress=False)
+    assert len(seen) == 2 and all(torch.isfinite(torch.tensor(report.train_loss)))
+    for kwargs in seen:
+        assert ("type_x" in kwargs) == (beta is not None)
+        if beta is not None:
+            assert torch.equal(kwargs["type_x"], kwargs["type_y"]) and kwargs["type_x"].dtype == torch.long

@@ -200,8 +200,9 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
         eval_draws (int, optional): Noise draws per held-out molecule. (default: :obj:`8`)
         seed (int, optional): Seeds the model, the batches and the noise. (default: :obj:`0`)
         kernel (torch.nn.Module, optional): A kernel to use instead of :obj:`sigmas`
-            (for example one from :func:`~tg_rapidalign.load_kernel`); kept fixed.
-            (default: :obj:`None`)
+            (for example one from :func:`~tg_rapidalign.load_kernel`); kept fixed. A
+            kernel with a ``cross_type_weight`` applies it in the MMD term, with the
+            atomic numbers as node types. (default: :obj:`None`)
         progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
     """
     from tqdm import tqdm
@@ -217,6 +218,13 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
         kernel = MultiBandGaussianKernel(list(sigmas), learnable=False)
     kernel = kernel.float().requires_grad_(False)
     loss_fn = SE3KernelAlignmentLoss(kernel, init="paired")
+    # A calibrated kernel with a cross-type weight scores the MMD term with atomic
+    # numbers as node types, as it was calibrated (the alignment loss takes none).
+    typed = getattr(kernel, "type_weight", lambda: None)() is not None
+
+    def types(b):
+        return {"type_x": b.z, "type_y": b.z} if typed else {}
+
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.05)
     report = DenoiserReport(model=model, noise=float(noise))
@@ -235,7 +243,7 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
             moved = (res.R[batch.batch].detach().transpose(1, 2) @
                      (out - res.t[batch.batch].detach()).unsqueeze(-1)).squeeze(-1)
             loss = loss + mmd_weight * kernel_mmd(moved, batch.pos, batch.batch, batch.batch,
-                                                  sigma=kernel).mean()
+                                                  sigma=kernel, **types(batch)).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
