@@ -109,15 +109,14 @@ def main():
     grid = [med * 2.0 ** e for e in torch.linspace(-4, 3, 29).tolist()]
     a, b = band_sums(tr, grid), band_sums(te, grid)
     eye = torch.eye(len(grid), dtype=torch.float64)
-    train_rho = lambda w: spearmanr(cosine_loss(a, w).numpy(), tr[2].numpy()).statistic  # noqa: E731
+    train_rho = lambda w, sums=a: spearmanr(cosine_loss(sums, w).numpy(), tr[2].numpy()).statistic  # noqa: E731
     single = max(range(len(grid)), key=lambda i: train_rho(eye[i]))
     mixes = [(w * eye[i] + (1 - w) * eye[j], (grid[i], grid[j], w))
              for i, j in itertools.combinations(range(len(grid)), 2)
              for w in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)]
     pair_w, pair = max(mixes, key=lambda m: train_rho(m[0]))
     at, bt = band_sums(tr, grid, typed=True), band_sums(te, grid, typed=True)
-    typed = max(range(len(grid)),
-                key=lambda i: spearmanr(cosine_loss(at, eye[i]).numpy(), tr[2].numpy()).statistic)
+    typed = max(range(len(grid)), key=lambda i: train_rho(eye[i], at))
 
     rep = calibrate_kernel(structures, args.corruption, "cosine", seed=args.seed, length=args.length,
                            progress=False)

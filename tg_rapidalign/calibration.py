@@ -254,26 +254,27 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
     f_same = _loss_fn(loss, test, test, types)
     lv = tr[2]
 
-    def evaluate(k, f, same, temperature=1.0):
-        with torch.no_grad():
-            return f(k) * temperature, same(k) * temperature
+    from scipy.stats import spearmanr
 
-    def report(k, temperature=1.0):
-        values, ident = evaluate(k, f_test, f_same, temperature)
+    def report(k, temperature=1.0, losses=(f_test, f_same)):
+        with torch.no_grad():
+            values, ident = (f(k) * temperature for f in losses)
         return _metrics(values, te[2], te[3], ident), values
+
+    def train_rho(f, k):
+        """Training Spearman of loss ``f`` with kernel ``k`` (-2 for constant losses)."""
+        with torch.no_grad():
+            rho = spearmanr(f(k).numpy(), lv.numpy()).statistic
+        return rho if rho == rho else -2.0
 
     # Baselines (plain kernels, no types): the median-distance bandwidth, and the
     # best single bandwidth of a grid (chosen on training pairs).
-    from scipy.stats import spearmanr
     plain_train = _loss_fn(loss, tr[0], tr[1]) if typed else f_train
-    plain_test, plain_same = (_loss_fn(loss, te[0], te[1]), _loss_fn(loss, test, test)) if typed \
-        else (f_test, f_same)
+    plain_losses = (_loss_fn(loss, te[0], te[1]), _loss_fn(loss, test, test)) if typed else (f_test, f_same)
     grid = [med * 2.0 ** e for e in torch.linspace(-4, 3, 15).tolist()]
 
     def best_of_grid(f):
-        scores = [spearmanr(f(GaussianKernel(s).double()).detach().numpy(), lv.numpy()).statistic
-                  for s in grid]
-        return grid[max(range(len(grid)), key=lambda i: scores[i] if scores[i] == scores[i] else -2)]
+        return max(grid, key=lambda s: train_rho(f, GaussianKernel(s).double()))
 
     best = best_of_grid(plain_train)
     best_typed = best_of_grid(f_train) if typed else best
@@ -298,20 +299,11 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
             t = float((values * lv).sum() / values.pow(2).sum().clamp_min(1e-300))
         fits.append((single, t, [float((t * values - lv).pow(2).mean())]))
 
-    def train_spearman(fit):
-        with torch.no_grad():
-            rho = spearmanr(f_train(fit[0]).numpy(), lv.numpy()).statistic
-        return rho if rho == rho else -2.0
-
-    kernel, temperature, history = max(fits, key=train_spearman)
+    kernel, temperature, history = max(fits, key=lambda fit: train_rho(f_train, fit[0]))
     after, after_values = report(kernel, temperature)
-
-    def plain_report(k):
-        values, ident = evaluate(k, plain_test, plain_same)
-        return _metrics(values, te[2], te[3], ident)
-
-    baselines = {f"median heuristic (σ={med:.3g})": plain_report(GaussianKernel(med).double()),
-                 f"best single σ={best:.3g}": plain_report(GaussianKernel(best).double())}
+    baselines = {f"median heuristic (σ={med:.3g})": report(GaussianKernel(med).double(),
+                                                           losses=plain_losses)[0],
+                 f"best single σ={best:.3g}": report(GaussianKernel(best).double(), losses=plain_losses)[0]}
     if typed:
         typed_single = GaussianKernel(best_typed).double()
         baselines[f"best single σ={best_typed:.3g}, types (β=0)"] = report(typed_single)[0]

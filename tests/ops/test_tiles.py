@@ -47,7 +47,7 @@ def test_wide_tiles_do_not_widen_the_search():
 
     tiles.grid_radius = counting
     try:
-        ia, ib = tiles._searched_pairs(layout, layout, 0.02, 0.02)
+        ia, ib = tiles._searched_pairs(layout, layout, 0.02)
     finally:
         tiles.grid_radius = original
     # Padded by the widest tile (half diagonal > 0.3) the search radius would

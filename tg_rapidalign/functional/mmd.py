@@ -243,7 +243,7 @@ def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                   weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
                   cutoff: Optional[float] = 4.0, backend: str = "auto",
                   num_graphs: Optional[int] = None, type_x: Optional[Tensor] = None,
-               type_y: Optional[Tensor] = None) -> Tensor:
+                  type_y: Optional[Tensor] = None) -> Tensor:
     r"""The cosine of the angle between the kernel mean embeddings, per graph:
 
     .. math::

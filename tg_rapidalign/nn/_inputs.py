@@ -32,17 +32,13 @@ def resolve_weight(spec: WeightSpec, data, num_nodes: int, like: Tensor, name: s
     if isinstance(spec, Tensor):
         return spec
     if isinstance(spec, str):
-        if isinstance(data, Tensor):
-            raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
         if spec == "degree":
+            _require_data(data, spec, name)
             edge_index = getattr(data, "edge_index", None)
             if edge_index is None:
                 raise ValueError(f"{name}='degree' needs 'edge_index' on the input")
             return degree_weights(edge_index, num_nodes, like.dtype)
-        value = getattr(data, spec, None)
-        if value is None:
-            raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
-        return value.view(-1).to(like.dtype)
+        return node_attribute(data, spec, name).to(like.dtype)
     if callable(spec):
         return spec(data).view(-1)
     raise TypeError(f"{name} must be None, 'uniform', 'degree', an attribute name, a tensor "
@@ -72,15 +68,25 @@ def reduce_loss(out: Tensor, reduction: str) -> Tensor:
     return out
 
 
+def _require_data(data, spec: str, name: str) -> None:
+    if isinstance(data, Tensor):
+        raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
+
+
+def node_attribute(data, spec: str, name: str) -> Tensor:
+    """The node attribute ``spec`` of a ``Data``/``Batch``, flattened; ``name`` is
+    the option that asked for it (for the error message)."""
+    _require_data(data, spec, name)
+    value = getattr(data, spec, None)
+    if value is None:
+        raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
+    return value.view(-1)
+
+
 def resolve_types(spec: Union[None, str], data, name: str) -> Optional[Tensor]:
     """Node types from a node attribute name (``"z"``, say) of a ``Data``/``Batch``."""
     if spec is None:
         return None
     if not isinstance(spec, str):
         raise TypeError(f"{name} must be None or a node attribute name, got {type(spec).__name__}")
-    if isinstance(data, Tensor):
-        raise TypeError(f"{name}={spec!r} needs a PyG Data/Batch input, got a tensor")
-    value = getattr(data, spec, None)
-    if value is None:
-        raise ValueError(f"{name}={spec!r}: the input has no such node attribute")
-    return value.view(-1)
+    return node_attribute(data, spec, name)

@@ -90,17 +90,19 @@ def build_tiles(pos: Tensor, batch: Tensor, num_graphs: int, tile_size: int) -> 
     return TileLayout(index, gather, valid, graph, tile_ptr, (bmin + bmax) / 2, (bmax - bmin) / 2)
 
 
+def _graph_partners(a: TileLayout, b: TileLayout, rows: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(i, j)`` for each tile ``i`` in ``rows`` of ``a`` and every tile ``j`` of
+    its graph in ``b``, row by row."""
+    g = a.graph[rows]
+    counts = b.tile_ptr[g + 1] - b.tile_ptr[g]
+    ia = torch.repeat_interleave(rows, counts)
+    first = torch.cumsum(counts, 0) - counts
+    local = torch.arange(ia.numel(), device=ia.device) - torch.repeat_interleave(first, counts)
+    return ia, b.tile_ptr[a.graph[ia]] + local
+
+
 def _enumerate_pairs(a: TileLayout, b: TileLayout, symmetric: bool) -> Tuple[Tensor, Tensor]:
-    device = a.index.device
-    na = a.tile_ptr[1:] - a.tile_ptr[:-1]
-    nb = b.tile_ptr[1:] - b.tile_ptr[:-1]
-    per_graph = na * nb
-    total = int(per_graph.sum())
-    g = torch.repeat_interleave(torch.arange(na.numel(), device=device), per_graph)
-    first = torch.cumsum(per_graph, 0) - per_graph
-    local = torch.arange(total, device=device) - first[g]
-    ia = a.tile_ptr[g] + torch.div(local, nb[g], rounding_mode="floor")
-    ib = b.tile_ptr[g] + local % nb[g]
+    ia, ib = _graph_partners(a, b, torch.arange(a.num_tiles, device=a.index.device))
     if symmetric:
         keep = ia <= ib
         ia, ib = ia[keep], ib[keep]
@@ -112,10 +114,10 @@ def _box_gap2(a: TileLayout, b: TileLayout, ia: Tensor, ib: Tensor) -> Tensor:
     return gap.pow(2).sum(1)
 
 
-def _searched_pairs(a: TileLayout, b: TileLayout, r: float, tol: float) -> Tuple[Tensor, Tensor]:
+def _searched_pairs(a: TileLayout, b: TileLayout, tol: float) -> Tuple[Tensor, Tensor]:
     """Candidate tile pairs for large layouts, in both orders when ``a is b``.
 
-    Tiles whose centres are further apart than ``r`` plus both half diagonals
+    Tiles whose centres are further apart than ``tol`` plus both half diagonals
     cannot interact. A few tiles straddle a jump of the Morton curve and span
     much of their graph, so a search radius padded by the widest tile would make
     nearly every tile a candidate (488M pairs for 1M uniform points). The compact
@@ -155,18 +157,13 @@ def _scan(a: TileLayout, b: TileLayout, rows: Tensor, keep_b: Optional[Tensor], 
     if rows.numel() == 0:
         return
     g = a.graph[rows]
-    counts = b.tile_ptr[g + 1] - b.tile_ptr[g]
-    ends = torch.cumsum(counts, 0)
+    ends = torch.cumsum(b.tile_ptr[g + 1] - b.tile_ptr[g], 0)
     start = 0
     while start < rows.numel():
         done = int(ends[start - 1]) if start > 0 else 0
         stop = int(torch.searchsorted(ends, done + _ENUMERATE_LIMIT, right=True))
         stop = max(stop, start + 1)
-        sel, cnt = rows[start:stop], counts[start:stop]
-        ia = torch.repeat_interleave(sel, cnt)
-        first = torch.cumsum(cnt, 0) - cnt
-        local = torch.arange(ia.numel(), device=ia.device) - torch.repeat_interleave(first, cnt)
-        ib = b.tile_ptr[a.graph[ia]] + local
+        ia, ib = _graph_partners(a, b, rows[start:stop])
         keep = _box_gap2(a, b, ia, ib) <= tol * tol
         if keep_b is not None:
             keep &= keep_b[ib]
@@ -190,7 +187,7 @@ def tile_pairs(a: TileLayout, b: TileLayout, r: Optional[float],
     if r is None or total <= _ENUMERATE_LIMIT:
         ia, ib = _enumerate_pairs(a, b, symmetric)
     else:
-        ia, ib = _searched_pairs(a, b, r, tol)
+        ia, ib = _searched_pairs(a, b, tol)
         if symmetric:
             keep = ia <= ib
             ia, ib = ia[keep], ib[keep]
