@@ -54,3 +54,13 @@ def test_wide_tiles_do_not_widen_the_search():
     # exceed 0.6 and reach most of the 1250 x 1250 tile pairs.
     n = layout.num_tiles
     assert chunks[0] < 0.15 * n * n and ia.numel() < 0.15 * n * n
+
+
+@pytest.mark.parametrize("r", [None, 0.1])
+def test_empty_layouts_have_no_pairs(r):
+    empty = build_tiles(torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.long), 2, 16)
+    x, bx = random_batch([20, 5])
+    full = build_tiles(x, bx, 2, 16)
+    for a, b, symmetric in ((empty, empty, True), (empty, full, False), (full, empty, False)):
+        ia, ib = tile_pairs(a, b, r, symmetric)
+        assert ia.numel() == 0 and ib.numel() == 0

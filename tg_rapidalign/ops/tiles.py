@@ -180,7 +180,7 @@ def tile_pairs(a: TileLayout, b: TileLayout, r: Optional[float],
     nb = b.tile_ptr[1:] - b.tile_ptr[:-1]
     total = int((na * nb).sum())
     tol = None
-    if r is not None:
+    if r is not None and total > 0:  # (no tiles on a side: no boxes to bound)
         # Slack for rounding in the box arithmetic; the per-pair test is exact.
         scale = float((a.center.abs() + a.half).max()) + float((b.center.abs() + b.half).max())
         tol = r + 16 * torch.finfo(a.center.dtype).eps * scale
