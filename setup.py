@@ -34,11 +34,17 @@ def native_extension():
         print("tg_rapidalign: no C++ compiler found; building without the native extension")
         return [], {}
     root = os.path.dirname(os.path.abspath(__file__))
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # csrc/ as pyg-lib lays it out: extension.cpp (the module), common/ (shared
+    # helpers), ops/<op>.cpp (each op's schema and argument checks), and the
+    # kernels in ops/cpu/<op>_kernel.cpp and ops/cuda/<op>_kernel.cu.
+    def sources_in(*parts, ext="cpp"):
+        return sorted(glob.glob(os.path.join("csrc", *parts, f"*.{ext}")))
+
+    sources = sources_in() + sources_in("common") + sources_in("ops") + sources_in("ops", "cpu")
     # -ffp-contract=off: distances round as in the torch paths, so "d <= r" agrees
-    # exactly. -march=native: the extension is built where it runs (vectorised
-    # loops); TG_RAPIDALIGN_PORTABLE=1 builds for the baseline instruction set.
+    # exactly (no fused multiply-adds; see sqdist3 in csrc/common/distance.h).
+    # -march=native: the extension is built where it runs (vectorised loops);
+    # TG_RAPIDALIGN_PORTABLE=1 builds for the baseline instruction set.
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
     if os.environ.get("TG_RAPIDALIGN_PORTABLE") != "1":
         cxx.append("-march=native")
@@ -46,9 +52,15 @@ def native_extension():
                  and os.environ.get("TG_RAPIDALIGN_NO_CUDA") != "1")
     kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(root, "csrc")])
     if with_cuda:
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        ext = CUDAExtension("tg_rapidalign._C", sources, extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
-                            **kwargs)
+        sources += sources_in("ops", "cuda", ext="cu")
+        # --fmad=false is nvcc's -ffp-contract=off: nvcc contracts a * b + c into
+        # one fused multiply-add by default, which rounds the squared distance
+        # differently from the torch paths, so the CUDA kernels' cutoff test
+        # "d2 <= r * r" (sqdist3) would no longer agree exactly with them.
+        nvcc = ["-O3", "--fmad=false"]
+        # WITH_CUDA: the module reports tg_rapidalign._C.WITH_CUDA = 1.
+        ext = CUDAExtension("tg_rapidalign._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+                            define_macros=[("WITH_CUDA", None)], **kwargs)
     else:
         ext = CppExtension("tg_rapidalign._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
     class OptionalBuild(BuildExtension):

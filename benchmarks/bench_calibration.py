@@ -29,7 +29,7 @@ import torch
 from scipy.stats import spearmanr
 from torch_geometric.data import Batch
 
-from tg_rapidalign.calibration import (
+from tg_rapidalign.apps.calibration import (
     CORRUPTIONS,
     DEFAULT_LEVELS,
     calibrate_kernel,
@@ -37,7 +37,7 @@ from tg_rapidalign.calibration import (
     corruption_maker,
     median_distance,
 )
-from tg_rapidalign.datasets import g2_molecules
+from tg_rapidalign.apps.datasets import g2_molecules
 from tg_rapidalign.functional.mmd import cosine_from_sums, kernel_sums
 from tg_rapidalign.kernels import GaussianKernel
 from tg_rapidalign.transforms.corruptions import rms_radius

@@ -24,9 +24,9 @@ from torch_geometric.utils import scatter
 from tqdm import tqdm
 
 from tg_rapidalign import MultiBandGaussianKernel, SE3KernelAlignmentLoss, kabsch_rmsd
-from tg_rapidalign.datasets import g2_molecules
-from tg_rapidalign.denoising import split_molecules
-from tg_rapidalign.models import EquivariantConv, radius_graph
+from tg_rapidalign.apps.datasets import g2_molecules
+from tg_rapidalign.apps.denoising import split_molecules
+from tg_rapidalign.apps.models import EquivariantConv, radius_graph
 from tg_rapidalign.transforms import random_rotation
 
 

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from tg_rapidalign.datasets import g2_molecules
-from tg_rapidalign.denoising import plot_report, split_molecules, train_denoiser
+from tg_rapidalign.apps.datasets import g2_molecules
+from tg_rapidalign.apps.denoising import plot_report, split_molecules, train_denoiser
 
 
 def main():

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command set-up and run: `bash scripts/setup.sh demo` or `bash scripts/setup.sh test`.
+# One-command set-up and run: `bash scripts/setup.sh demo` or `bash scripts/setup.sh test`
+# (`test`: ruff, the CUDA build check and the full test tier; extra arguments go to pytest).
 # Creates .venv (seeing the system's packages, so a torch you already have is
 # kept), installs torch==2.13.0 only if no torch is importable, then the package
 # with its native extension (built against that torch: --no-build-isolation, so
@@ -28,7 +29,9 @@ case "$task" in
         python -m pip install -q --no-build-isolation -e ".[test]"
         ruff check tg_rapidalign tests benchmarks examples setup.py
         bash scripts/check_cuda.sh
-        python -m pytest -q "${@:2}"
+        # --full: every tier (a plain `python -m pytest -q` runs only the fast one;
+        # see tests/conftest.py).
+        python -m pytest -q --full "${@:2}"
         ;;
     *)
         echo "usage: bash scripts/setup.sh {demo|test} [args...]" >&2

@@ -3,7 +3,7 @@ import torch
 from torch_geometric.data import Data
 
 from tg_rapidalign import MultiBandGaussianKernel
-from tg_rapidalign.calibration import calibrate_kernel, median_distance
+from tg_rapidalign.apps.calibration import calibrate_kernel, median_distance
 
 
 def chains(count=6, n=24, seed=0):
@@ -46,8 +46,8 @@ def test_is_reproducible_and_validates():
 def test_length_sets_the_noise_unit():
     import pytest
 
-    from tg_rapidalign.calibration import calibrate_kernel
-    from tg_rapidalign.datasets import g2_molecules
+    from tg_rapidalign.apps.calibration import calibrate_kernel
+    from tg_rapidalign.apps.datasets import g2_molecules
 
     with pytest.raises(ValueError, match="length"):
         calibrate_kernel(g2_molecules(min_atoms=8)[:4], "noise", "cosine", steps=1, length=-1.0,
@@ -55,7 +55,7 @@ def test_length_sets_the_noise_unit():
 
 
 def test_node_types_are_fitted_and_reported(tmp_path):
-    from tg_rapidalign.datasets import g2_molecules
+    from tg_rapidalign.apps.datasets import g2_molecules
     from tg_rapidalign.io import load_kernel, save_kernel
 
     mols = g2_molecules(min_atoms=8)[:8]
@@ -76,7 +76,7 @@ def test_node_types_are_fitted_and_reported(tmp_path):
 def test_soft_spearman_tends_to_spearman_and_is_differentiable():
     from scipy.stats import spearmanr
 
-    from tg_rapidalign.calibration import _standard_ranks, soft_spearman
+    from tg_rapidalign.apps.calibration import _standard_ranks, soft_spearman
 
     gen = torch.Generator().manual_seed(0)
     levels = torch.arange(6, dtype=torch.float64).repeat_interleave(4) / 5  # tied levels, as in calibration

@@ -1,4 +1,8 @@
-from tg_rapidalign.cli import main
+import pytest
+
+from tg_rapidalign.apps.cli import main
+
+pytestmark = pytest.mark.full  # whole CLI runs: training, calibration, benchmarks
 
 
 def test_demo_smoke(tmp_path, capsys):
@@ -24,7 +28,7 @@ def test_shapes_smoke(tmp_path, capsys):
 
 
 def test_bench_runs_a_benchmark_script(capsys):
-    assert main(["bench", "memory", "--n", "2000", "--neighbours", "20"]) == 0
+    assert main(["bench", "memory", "--n", "2000", "--neighbors", "20"]) == 0
     assert "MiB" in capsys.readouterr().out
 
 
@@ -34,7 +38,7 @@ def test_calibrate_command_on_built_in_molecules_and_npz(tmp_path, capsys):
     import numpy as np
     import torch
 
-    from tg_rapidalign.datasets import g2_molecules
+    from tg_rapidalign.apps.datasets import g2_molecules
     from tg_rapidalign.io import load_kernel
 
     mols = g2_molecules(min_atoms=8)

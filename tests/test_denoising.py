@@ -3,8 +3,8 @@ import torch
 from torch_geometric.data import Batch
 
 from tg_rapidalign import kabsch_rmsd
-from tg_rapidalign.datasets import g2_molecules
-from tg_rapidalign.denoising import corrupt, evaluate, plot_report, split_molecules, train_denoiser
+from tg_rapidalign.apps.datasets import g2_molecules
+from tg_rapidalign.apps.denoising import corrupt, evaluate, plot_report, split_molecules, train_denoiser
 
 
 def test_split_is_seeded_and_disjoint():
@@ -28,6 +28,7 @@ def test_corrupt_is_a_rigid_motion_plus_noise_of_the_given_size():
     assert 0.06 < float(msd) < 0.13
 
 
+@pytest.mark.full
 def test_training_lowers_the_heldout_rmsd_and_plots(tmp_path):
     train, test = split_molecules(g2_molecules(min_atoms=3), 0.2, seed=0)
     report = train_denoiser(train, test, noise=0.3, steps=120, eval_every=60, eval_draws=2, progress=False)
@@ -44,7 +45,7 @@ def test_training_lowers_the_heldout_rmsd_and_plots(tmp_path):
 
 def test_symmetric_rmsd_ignores_swaps_of_equivalent_atoms():
     pytest.importorskip("rdkit")
-    from tg_rapidalign.denoising import symmetric_rmsd
+    from tg_rapidalign.apps.denoising import symmetric_rmsd
 
     ch4 = next(m for m in g2_molecules() if m.name == "CH4")
     swapped = ch4.pos[torch.tensor([0, 2, 1, 3, 4])]  # two hydrogens exchanged: a mirror image
@@ -58,7 +59,8 @@ def test_symmetric_rmsd_ignores_swaps_of_equivalent_atoms():
 
 @pytest.mark.parametrize("beta", [None, 0.2])
 def test_a_kernel_with_a_cross_type_weight_scores_the_mmd_term_with_atom_types(monkeypatch, beta):
-    from tg_rapidalign import MultiBandGaussianKernel, denoising
+    from tg_rapidalign import MultiBandGaussianKernel
+    from tg_rapidalign.apps import denoising
 
     seen = []
     real = denoising.kernel_mmd

@@ -1,12 +1,8 @@
-import os
-import socket
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch_geometric.transforms as T
-from hypothesis import given, settings
+from helpers import property_settings, run_gloo
+from hypothesis import given
 from hypothesis import strategies as st
 from torch_geometric.data import Batch, Data
 
@@ -62,7 +58,7 @@ def _rigid():
     return T.Compose([RandomRigidMotion(translate=4.0), T.RandomRotate(180, axis=0), T.Center()])
 
 
-@settings(max_examples=12, deadline=None)
+@property_settings(12)
 @given(seed=st.integers(0, 10_000), noise=st.floats(0.0, 0.3),
        transform=st.sampled_from(["center", "rotate", "rigid"]))
 def test_invariant_to_rigid_transforms(seed, noise, transform):
@@ -129,17 +125,7 @@ def test_bad_input():
     assert "rmsd" not in metric.compute()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, out_dir, fallback):
-    import torch.distributed as dist
-    from conftest import shutdown_process_group
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _rank_scores(rank, fallback):
     pred, target = _pairs([5, 8, 6, 9, 7])
     share = slice(0, 2) if rank == 0 else slice(2, 5)  # unequal shares
     cls = alignment_metric_class(StreamingMetric) if fallback else AlignmentMetric
@@ -148,21 +134,17 @@ def _ddp_worker(rank, world, port, out_dir, fallback):
                   Batch.from_data_list(target.to_data_list()[share]))
     scores = _scores(metric)
     local_graphs = float(metric.graphs)  # compute leaves the local states as they were
-    del metric
-    shutdown_process_group()
-    torch.save({"scores": scores, "local": local_graphs}, os.path.join(out_dir, f"rank{rank}.pt"))
+    return {"scores": scores, "local": local_graphs}
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("fallback", [False, True])
 def test_ddp_ranks_agree_with_one_process(fallback):
     pred, target = _pairs([5, 8, 6, 9, 7])
     single = AlignmentMetric(kernel=0.6)
     single.update(pred, target)
     want = _scores(single)
-    with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_ddp_worker, args=(2, _free_port(), out, fallback), nprocs=2, join=True)
-        for rank in range(2):
-            res = torch.load(os.path.join(out, f"rank{rank}.pt"))
-            for key in want:
-                assert res["scores"][key] == pytest.approx(want[key], rel=1e-10)
-            assert res["local"] == (2 if rank == 0 else 3)
+    for rank, res in enumerate(run_gloo(_rank_scores, fallback)):
+        for key in want:
+            assert res["scores"][key] == pytest.approx(want[key], rel=1e-10)
+        assert res["local"] == (2 if rank == 0 else 3)

@@ -21,9 +21,8 @@ from .kernels import GaussianKernel, MultiBandGaussianKernel
 from .nn import DrMMDLoss, KernelMMDLoss, MMDLoss, SE3KernelAlignmentLoss
 from .schedules import BandwidthSchedule
 from .stats import TwoSampleResult, mmd_two_sample_test
+from .version import __version__
 from .weights import degree_weights, normalize_weights, uniform_weights
-
-__version__ = "0.1.0"
 
 __all__ = [
     "radius_pairs",

@@ -25,8 +25,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._validation import check_choice, check_positions, check_positive_scalar, check_same_space
-from .functional.drmmd import _witness_grad, cholesky_jitter, gaussian_gram
+from .functional.drmmd import cholesky_jitter, witness_grad
 from .kernels import KernelLike, resolve_kernel
+from .ops.gaussian import band_blocks, gaussian_gram
 
 
 def exact_w2(x: Tensor, y: Tensor) -> float:
@@ -115,7 +116,7 @@ class DrMMDFlow:
         """``[k_b(x_i, x_j) | k_b(x_i, y_m)]`` ``[N, N + M]`` for each band ``b``."""
         # No gradient flows here: a fused exact-difference distance (no Gram cancellation).
         d2 = torch.cdist(x, torch.cat([x, self.y]), compute_mode="donot_use_mm_for_euclid_dist").pow_(2)
-        return [torch.exp(d2 * (-0.5 / float(s) ** 2)) for s in self.sigmas]
+        return band_blocks(d2, [float(s) for s in self.sigmas])
 
     def _kernel(self, blocks: List[Tensor]) -> Tensor:
         out = blocks[0] * self.coefs[0]
@@ -149,8 +150,8 @@ class DrMMDFlow:
             beta, _ = self._beta(self._kernel(blocks)[:, x.size(0):], lam)
             scale = 2 * (1 + lam) / lam
         if z is None or z is x:  # at the particles: the kernel blocks are those of x
-            return _witness_grad(x, x, self.y, beta, self.sigmas, self.coefs, scale, blocks)
-        return _witness_grad(z, x, self.y, beta, self.sigmas, self.coefs, scale)  # noisy points
+            return witness_grad(x, x, self.y, beta, self.sigmas, self.coefs, scale, blocks)
+        return witness_grad(z, x, self.y, beta, self.sigmas, self.coefs, scale)  # noisy points
 
     def learning_rate(self, lam: float) -> float:
         if self.method == "mmd":

@@ -30,6 +30,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from .kernels import GaussianKernel, MultiBandGaussianKernel
+from .version import __version__
 
 FORMAT = "tg_rapidalign.kernel"
 FORMAT_VERSION = 1
@@ -65,7 +66,6 @@ def kernel_state(kernel: torch.nn.Module) -> Dict[str, Any]:
 
 def save_kernel(kernel: torch.nn.Module, path: PathLike, metadata: Optional[Dict[str, Any]] = None) -> None:
     """Writes ``kernel`` (and JSON-serialisable ``metadata``) to ``path``."""
-    from . import __version__
 
     state = kernel_state(kernel)
     metadata = {} if metadata is None else metadata

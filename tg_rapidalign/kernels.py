@@ -34,11 +34,14 @@ import torch
 from torch import Tensor
 
 from ._validation import check_positive_scalar
+from .ops.gaussian import gaussian
 
 KernelLike = Union[float, Tensor, "GaussianKernel", "MultiBandGaussianKernel"]
 
 
-class _GaussianMixture(torch.nn.Module):
+class BaseGaussianKernel(torch.nn.Module):
+    """The base of every kernel module: a Gaussian mixture given by :meth:`bands`."""
+
     def bands(self) -> Tuple[Tensor, Tensor]:
         """Returns ``(sigmas [K], coefs [K])`` with ``coefs = scale * softmax(logits)``."""
         raise NotImplementedError
@@ -54,10 +57,10 @@ class _GaussianMixture(torch.nn.Module):
     def forward(self, sqdist: Tensor) -> Tensor:
         """Evaluates the kernel on squared distances of any shape."""
         sigmas, coefs = self.bands()
-        return evaluate_bands(sqdist, sigmas.to(sqdist.dtype), coefs.to(sqdist.dtype))
+        return gaussian(sqdist, sigmas.to(sqdist.dtype), coefs.to(sqdist.dtype))
 
 
-class GaussianKernel(_GaussianMixture):
+class GaussianKernel(BaseGaussianKernel):
     r"""The single-band Gaussian kernel
     :math:`k(\mathbf{x}, \mathbf{y}) = s\exp(-\lVert\mathbf{x}-\mathbf{y}\rVert^2 / 2\sigma^2)`.
 
@@ -99,7 +102,7 @@ class GaussianKernel(_GaussianMixture):
                 f"scale={float(self.log_scale.exp()):.4g}, learnable={learn})")
 
 
-class MultiBandGaussianKernel(_GaussianMixture):
+class MultiBandGaussianKernel(BaseGaussianKernel):
     r"""A mixture of Gaussian kernels at several bandwidths,
     :math:`k = s \sum_b \pi_b \exp(-\lVert\mathbf{x}-\mathbf{y}\rVert^2 / 2\sigma_b^2)`,
     with :math:`\pi = \mathrm{softmax}(\boldsymbol{\ell})`.
@@ -202,22 +205,27 @@ def _logit(beta: float) -> float:
     return max(-_LOGIT_LIMIT, min(_LOGIT_LIMIT, math.log(beta) - math.log1p(-beta)))
 
 
+def as_kernel_module(kernel: KernelLike) -> BaseGaussianKernel:
+    """A kernel module as given, or a fixed :class:`GaussianKernel` of a bandwidth."""
+    if isinstance(kernel, BaseGaussianKernel):
+        return kernel
+    if isinstance(kernel, torch.nn.Module):
+        raise TypeError(f"kernel must be a bandwidth or a Gaussian kernel module, got "
+                        f"{type(kernel).__name__}")
+    return GaussianKernel(float(kernel))
+
+
 def resolve_type_weight(sigma: KernelLike, dtype: torch.dtype, device) -> Tensor:
     """The cross-type weight :math:`\beta` of ``sigma`` (0 unless it is a kernel
     module with a ``cross_type_weight``), as a 0-d tensor."""
-    beta = sigma.type_weight() if isinstance(sigma, _GaussianMixture) else None
+    beta = sigma.type_weight() if isinstance(sigma, BaseGaussianKernel) else None
     if beta is None:
         return torch.zeros((), dtype=dtype, device=device)
     return beta.to(device=device, dtype=dtype)
 
 
-def evaluate_bands(sqdist: Tensor, sigmas: Tensor, coefs: Tensor) -> Tensor:
-    """``sum_b coefs[b] * exp(-sqdist / (2 sigmas[b]^2))`` elementwise."""
-    out = None
-    for b in range(sigmas.numel()):
-        term = coefs[b] * torch.exp(sqdist * (-0.5 / sigmas[b] ** 2))
-        out = term if out is None else out + term
-    return out
+# The evaluation lives in ops.gaussian (one place for every pure-torch path).
+evaluate_bands = gaussian
 
 
 def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tensor, Tensor]:
@@ -226,7 +234,7 @@ def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tenso
     Gradients flow from the returned tensors to a tensor ``sigma`` or to the
     module's parameters.
     """
-    if isinstance(sigma, _GaussianMixture):
+    if isinstance(sigma, BaseGaussianKernel):
         sigmas, coefs = sigma.bands()
     elif isinstance(sigma, Tensor):
         if sigma.numel() != 1:

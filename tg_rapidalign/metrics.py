@@ -13,10 +13,10 @@ from typing import Callable, Dict, Optional, Union
 import torch
 from torch import Tensor
 
-from .functional.alignment import se3_kernel_alignment
+from .functional.alignment import check_alignment_keywords, se3_kernel_alignment
 from .functional.procrustes import kabsch_rmsd
 from .kernels import KernelLike
-from .nn._inputs import WeightSpec, resolve_weight
+from .nn.inputs import WeightSpec, resolve_weight
 from .segments import graph_sizes
 
 try:  # pragma: no cover - exercised by whichever is installed
@@ -128,9 +128,7 @@ class _AlignmentScores:
     def __init__(self, kernel: KernelLike = 1.0, transform: Optional[Callable] = None, rmsd: bool = True,
                  weight: WeightSpec = None, **options):
         super().__init__()
-        unknown = set(options) - set(se3_kernel_alignment.__kwdefaults__)
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)} for se3_kernel_alignment")
+        check_alignment_keywords(options)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.kernel = kernel

@@ -2,13 +2,14 @@ import math
 
 import pytest
 import torch
-from conftest import axis_rotation, random_rotation, rotation_angle
-from hypothesis import given, settings
+from helpers import axis_rotation, graph_index, property_settings, rotation_angle
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import horn_rotation, ref_alignment
 
 from tg_rapidalign import MultiBandGaussianKernel, se3_kernel_alignment, weighted_procrustes
 from tg_rapidalign.ops import native
+from tg_rapidalign.transforms import random_rotation
 
 BACKENDS = ["dense", "pairs"] + (["native"] if native.AVAILABLE else [])
 
@@ -16,7 +17,7 @@ BACKENDS = ["dense", "pairs"] + (["native"] if native.AVAILABLE else [])
 def anisotropic_batch(sizes, dtype=torch.float64, seed=0):
     """Random weighted graphs with distinct principal variances (well-defined axes)."""
     gen = torch.Generator().manual_seed(seed)
-    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    batch = graph_index(sizes)
     y = torch.randn(sum(sizes), 3, dtype=dtype, generator=gen) * torch.tensor([3.0, 2.0, 1.0], dtype=dtype)
     w = torch.rand(sum(sizes), dtype=dtype, generator=gen) + 0.2
     return y, batch, w, gen
@@ -37,7 +38,7 @@ def chain(n, gen, dtype=torch.float64):
 def test_recovers_known_pose_including_near_180(dtype, init):
     sizes = [4, 10, 50, 7, 23]
     y, batch, w, gen = anisotropic_batch(sizes, dtype)
-    R = random_rotation(5, dtype, gen)
+    R = random_rotation(5, generator=gen, dtype=dtype)
     R[3] = axis_rotation(torch.randn(3, generator=gen), math.pi - 1e-3, dtype)
     t = torch.randn(5, 3, dtype=dtype, generator=gen) * 10
     x = move(y, batch, R, t)
@@ -65,8 +66,8 @@ def test_matches_independent_em_reference(backend):
     single and multi-band, truncated and exact."""
     gen = torch.Generator().manual_seed(3)
     sizes_x, sizes_y = [12, 7, 20], [9, 11, 20]
-    bx = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes_x))
-    by = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes_y))
+    bx = graph_index(sizes_x)
+    by = graph_index(sizes_y)
     x = torch.randn(sum(sizes_x), 3, dtype=torch.float64, generator=gen)
     y = torch.randn(sum(sizes_y), 3, dtype=torch.float64, generator=gen) + 0.3
     wx = torch.rand(len(x), dtype=torch.float64, generator=gen) + 0.1
@@ -93,8 +94,8 @@ def test_matches_independent_em_reference(backend):
 def test_packed_batch_equals_per_graph_and_backends_agree():
     sizes_x, sizes_y = [15, 4, 40, 9], [12, 6, 33, 9]
     gen = torch.Generator().manual_seed(5)
-    bx = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes_x))
-    by = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes_y))
+    bx = graph_index(sizes_x)
+    by = graph_index(sizes_y)
     x = (torch.randn(sum(sizes_x), 3, dtype=torch.float64, generator=gen) * 2).requires_grad_(True)
     y = (torch.randn(sum(sizes_y), 3, dtype=torch.float64, generator=gen) * 2).requires_grad_(True)
     results = {}
@@ -118,7 +119,8 @@ def test_paired_init_is_the_weighted_least_squares_optimum():
     """Noisy weighted paired data: the initial pose is the WLS optimum (Horn), and
     a converged kernel EM pose is the WLS optimum of its own pair weights."""
     y, batch, w, gen = anisotropic_batch([25, 14])
-    x = move(y, batch, random_rotation(2, gen=gen), torch.randn(2, 3, dtype=torch.float64, generator=gen))
+    R, t = random_rotation(2, generator=gen), torch.randn(2, 3, dtype=torch.float64, generator=gen)
+    x = move(y, batch, R, t)
     x = x + 0.3 * torch.randn(x.shape, dtype=torch.float64, generator=gen)
     res = se3_kernel_alignment(x, y, batch, batch, w, w, 1.0, init="paired", iterations=0)
     for g in range(2):
@@ -199,14 +201,14 @@ def test_invariances(init):
 
     ref = run(x, y)
     # large relative rotation and translation of y, graph by graph
-    Rr = random_rotation(3, gen=gen)
+    Rr = random_rotation(3, generator=gen)
     Rr[1] = axis_rotation([1.0, 2.0, 0.5], math.pi - 1e-4)
     tr = torch.randn(3, 3, dtype=torch.float64, generator=gen) * 20
     moved = run(x, move(y, batch, Rr, tr))
     assert torch.allclose(moved.loss, ref.loss, atol=1e-10)
     assert torch.allclose(moved.R @ Rr, ref.R, atol=1e-8)
     # joint rigid motion of both
-    Rj, tj = random_rotation(3, gen=gen), torch.randn(3, 3, dtype=torch.float64, generator=gen)
+    Rj, tj = random_rotation(3, generator=gen), torch.randn(3, 3, dtype=torch.float64, generator=gen)
     joint = run(move(x, batch, Rj, tj), move(y, batch, Rj, tj))
     assert torch.allclose(joint.loss, ref.loss, atol=1e-10)
     # independent translations
@@ -227,10 +229,10 @@ def test_identity_init_is_not_rotation_invariant_but_principal_axes_is():
     assert lit.loss.item() > 0.1 and pa.loss.item() < 1e-10
 
 
-@settings(max_examples=25, deadline=None)
+@property_settings(25)
 @given(st.integers(2, 30), st.integers(2, 30), st.floats(0.3, 3.0), st.sampled_from([None, 2.0, 3.0]),
        st.booleans(), st.integers(0, 10_000))
-def test_kappa_never_decreases_with_fixed_neighbours(n, m, sigma, cutoff, multiband, seed):
+def test_kappa_never_decreases_with_fixed_neighbors(n, m, sigma, cutoff, multiband, seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, dtype=torch.float64, generator=gen) * 2
     y = torch.randn(m, 3, dtype=torch.float64, generator=gen) * 2
@@ -324,7 +326,7 @@ def test_partial_overlap_and_outliers_robust_estep():
         kept = kept + 0.02 * torch.randn(kept.shape, dtype=torch.float64, generator=gen)
         lo, hi = x.min(0).values, x.max(0).values
         outliers = lo + (hi - lo) * torch.rand(len(kept) // 10, 3, dtype=torch.float64, generator=gen)
-        R, t = random_rotation(1, gen=gen)[0], torch.randn(3, dtype=torch.float64, generator=gen) * 5
+        R, t = random_rotation(1, generator=gen)[0], torch.randn(3, dtype=torch.float64, generator=gen) * 5
         y = (torch.cat([kept, outliers]) - t) @ R  # x = R y + t on the kept part
         rob = se3_kernel_alignment(x, y, sigma=1.0, estep="robust", iterations=30)
         ker = se3_kernel_alignment(x, y, sigma=1.0, iterations=1)
@@ -441,23 +443,23 @@ def test_procrustes_is_reused_for_paired_init():
 def test_size_buckets_match_one_padded_batch(monkeypatch, kwargs):
     """Large batches are split into buckets of similar-sized graphs: same values
     and gradients as one padded batch and as the pair-list backend."""
-    from tg_rapidalign.functional import alignment
+    from tg_rapidalign.alignment import evaluators
     sizes_x = [3, 17, 1, 9, 30, 5, 12, 2, 22, 8]
     sizes_y = [4, 15, 2, 9, 28, 6, 10, 3, 25, 8]
     gen = torch.Generator().manual_seed(12)
-    bx = torch.repeat_interleave(torch.arange(10), torch.tensor(sizes_x))
-    by = torch.repeat_interleave(torch.arange(10), torch.tensor(sizes_y))
+    bx = graph_index(sizes_x)
+    by = graph_index(sizes_y)
     x = (torch.randn(sum(sizes_x), 3, dtype=torch.float64, generator=gen) * 2).requires_grad_(True)
     y = (torch.randn(sum(sizes_y), 3, dtype=torch.float64, generator=gen) * 2).requires_grad_(True)
     kwargs = dict(dict(sigma=0.9), **kwargs)
     out = {}
     runs = [("one", 10**9, "dense"), ("buckets", 2, "dense")] + [(b, 10**9, b) for b in BACKENDS[1:]]
     for name, per_bucket, backend in runs:
-        monkeypatch.setattr(alignment, "_GRAPHS_PER_BUCKET", per_bucket)
+        monkeypatch.setattr(evaluators, "GRAPHS_PER_BUCKET", per_bucket)
         res = se3_kernel_alignment(x, y, bx, by, backend=backend, **kwargs)
         out[name] = (res, *torch.autograd.grad(res.loss.sum(), (x, y)))
-    monkeypatch.setattr(alignment, "_GRAPHS_PER_BUCKET", 2)
-    ev = alignment._evaluator("dense", "auto", x, y, bx, by, torch.ones(len(x)).double(),
+    monkeypatch.setattr(evaluators, "GRAPHS_PER_BUCKET", 2)
+    ev = evaluators.make_evaluator("dense", "auto", x, y, bx, by, torch.ones(len(x)).double(),
                               torch.ones(len(y)).double(), 10)
     assert len(ev.parts) == 5  # really bucketed in the second run
     ref, gx, gy = out["one"]
@@ -474,7 +476,7 @@ def test_size_buckets_match_one_padded_batch(monkeypatch, kwargs):
         assert torch.allclose(hx[px], gx[px], atol=1e-9) and torch.allclose(hy[py], gy[py], atol=1e-9), name
 
 
-@settings(max_examples=30, deadline=None)
+@property_settings(30)
 @given(st.integers(4, 40), st.integers(0, 10_000), st.sampled_from(["paired", "principal_axes"]),
        st.sampled_from(BACKENDS))
 def test_rotation_invariance_property(n, seed, init, backend):
@@ -485,7 +487,7 @@ def test_rotation_invariance_property(n, seed, init, backend):
                                                                             dtype=torch.float64)
     x = y + 0.3 * torch.randn(n, 3, dtype=torch.float64, generator=gen)
     w = torch.rand(n, dtype=torch.float64, generator=gen) + 0.5
-    R, t = random_rotation(1, gen=gen)[0], torch.randn(3, dtype=torch.float64, generator=gen) * 10
+    R, t = random_rotation(1, generator=gen)[0], torch.randn(3, dtype=torch.float64, generator=gen) * 10
     a = se3_kernel_alignment(x, y, None, None, w, w, 1.0, init=init, iterations=2, backend=backend)
     b = se3_kernel_alignment(x, y @ R.T + t, None, None, w, w, 1.0, init=init, iterations=2, backend=backend)
     assert torch.allclose(a.loss, b.loss, atol=1e-9, rtol=1e-9)
@@ -493,9 +495,9 @@ def test_rotation_invariance_property(n, seed, init, backend):
 
 
 def test_pair_backend_streams_chunks(monkeypatch):
-    """The pair-list backend reduces the neighbour pairs chunk by chunk: many small
+    """The pair-list backend reduces the neighbor pairs chunk by chunk: many small
     chunks give the same result as the dense evaluator, robust E-step included."""
-    from tg_rapidalign.neighbors import grid
+    from tg_rapidalign.ops import grid
     monkeypatch.setattr(grid, "_CHUNK_CANDIDATES", 256)
     gen = torch.Generator().manual_seed(13)
     y = chain(120, gen)
@@ -513,7 +515,7 @@ def test_pair_backend_streams_chunks(monkeypatch):
 
 def test_pair_backend_streams_with_the_default_radius_backend(monkeypatch):
     """The pure-torch pair backend keeps its bounded memory when the native
-    extension is built: its default neighbour search is the streaming grid."""
+    extension is built: its default neighbor search is the streaming grid."""
     from tg_rapidalign.neighbors import radius
     calls = []
     original = radius.grid_radius_chunks

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from hypothesis import given, settings
+from helpers import property_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tg_rapidalign import MultiBandGaussianKernel, drmmd, drmmd_witness_grad, kernel_mmd
@@ -52,7 +53,7 @@ def test_identical_sets_give_zero_and_it_is_nonnegative():
                            0.5, 1e-2)) > 0
 
 
-@settings(max_examples=25, deadline=None)
+@property_settings(25)
 @given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 4), st.floats(1e-3, 10.0),
        st.floats(0.2, 2.0), st.integers(0, 10_000))
 def test_witness_gradient_is_n_times_the_particle_gradient(n, m, d, lam, sigma, seed):

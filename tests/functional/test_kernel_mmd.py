@@ -2,8 +2,8 @@ import math
 
 import pytest
 import torch
-from conftest import random_batch
-from hypothesis import given, settings
+from helpers import graph_index, property_settings, random_batch
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import ref_cosine, ref_mmd, ref_sums, ref_unbiased_mmd
 
@@ -222,7 +222,7 @@ def test_degenerate_inputs_finite(backend):
     assert float(mmd_u[0]) == pytest.approx(-2 * math.exp(-0.25 / 0.5))  # no self pairs
 
 
-@settings(max_examples=25, deadline=None)
+@property_settings(25)
 @given(sizes=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=4),
        sigma=st.floats(0.05, 1.0), cutoff=st.sampled_from([None, 2.0, 4.0]),
        seed=st.integers(0, 2**16))
@@ -232,8 +232,7 @@ def test_tiled_property(sizes, sigma, cutoff, seed):
     ny = torch.tensor([s[1] for s in sizes])
     x = torch.rand(int(nx.sum()), 3, generator=gen, dtype=torch.float64)
     y = torch.rand(int(ny.sum()), 3, generator=gen, dtype=torch.float64)
-    bx = torch.repeat_interleave(torch.arange(len(sizes)), nx)
-    by = torch.repeat_interleave(torch.arange(len(sizes)), ny)
+    bx, by = graph_index(nx), graph_index(ny)
     r = None if cutoff is None else cutoff * sigma
     out = kernel_sums(x, y, bx, by, None, None, sigma, cutoff=cutoff, backend="tiled",
                       num_graphs=len(sizes))
@@ -273,7 +272,7 @@ def test_bad_input_messages():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pairs_exactly_at_cutoff_are_included(backend, dtype):
-    # Integer lattice with cutoff * sigma = 1: axis neighbours sit exactly at the cutoff.
+    # Integer lattice with cutoff * sigma = 1: axis neighbors sit exactly at the cutoff.
     g = torch.arange(5.0, dtype=dtype)
     x = torch.cartesian_prod(g, g, g)
     s = kernel_sums(x, x, sigma=0.25, cutoff=4.0, backend=backend)

@@ -1,9 +1,10 @@
 import pytest
 import torch
-from conftest import random_rotation
+from helpers import axis_rotation, graph_index
 from reference import horn_rotation
 
 from tg_rapidalign import special_polar, weighted_procrustes
+from tg_rapidalign.transforms import random_rotation
 
 
 def horn_reference(x, y, w):
@@ -18,14 +19,11 @@ def horn_reference(x, y, w):
 def test_recovers_known_rotations_including_near_180(dtype):
     gen = torch.Generator().manual_seed(0)
     sizes = [4, 10, 50, 7]
-    batch = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    batch = graph_index(sizes)
     y = torch.randn(sum(sizes), 3, dtype=dtype, generator=gen)
-    R = random_rotation(4, dtype, gen)
+    R = random_rotation(4, generator=gen, dtype=dtype)
     # near-180-degree rotation about a random axis
-    axis = torch.nn.functional.normalize(torch.randn(3, dtype=dtype, generator=gen), dim=0)
-    K = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=dtype)
-    ang = torch.tensor(torch.pi - 1e-3, dtype=dtype)
-    R[3] = torch.eye(3, dtype=dtype) + torch.sin(ang) * K + (1 - torch.cos(ang)) * K @ K
+    R[3] = axis_rotation(torch.randn(3, dtype=dtype, generator=gen), torch.pi - 1e-3, dtype)
     t = torch.randn(4, 3, dtype=dtype, generator=gen) * 10
     x = (R[batch] @ y.unsqueeze(2)).squeeze(2) + t[batch]
     w = torch.rand(len(y), dtype=dtype, generator=gen) + 0.1
@@ -38,9 +36,9 @@ def test_recovers_known_rotations_including_near_180(dtype):
 def test_noisy_weighted_matches_independent_optimum_and_batch():
     gen = torch.Generator().manual_seed(1)
     sizes = [12, 30, 5]
-    batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    batch = graph_index(sizes)
     y = torch.randn(sum(sizes), 3, dtype=torch.float64, generator=gen)
-    x = (random_rotation(3, gen=gen)[batch] @ y.unsqueeze(2)).squeeze(2)
+    x = (random_rotation(3, generator=gen)[batch] @ y.unsqueeze(2)).squeeze(2)
     x = x + 0.3 * torch.randn_like(x)
     w = torch.rand(len(y), dtype=torch.float64, generator=gen) ** 2
     R, t = weighted_procrustes(x, y, w, batch)
@@ -115,13 +113,11 @@ def _ref_rmsd(x, y, w):
 
 
 def test_kabsch_rmsd_matches_independent_reference_and_is_rigid_invariant():
-    from conftest import random_rotation
-
     from tg_rapidalign import kabsch_rmsd
 
     sizes = [6, 1, 11]
     x = torch.randn(sum(sizes), 3, dtype=torch.float64)
-    batch = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    batch = graph_index(sizes)
     y = x + 0.2 * torch.randn_like(x)
     w = torch.rand(len(x), dtype=torch.float64)
     got = kabsch_rmsd(x, y, w, batch)

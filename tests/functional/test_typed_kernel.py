@@ -3,8 +3,8 @@ the dense float64 reference on every backend, with gradients, invariances and
 bad input."""
 import pytest
 import torch
-from conftest import random_batch
-from hypothesis import given, settings
+from helpers import property_settings, random_batch
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import ref_sums
 
@@ -97,7 +97,7 @@ def test_learnable_beta_receives_a_gradient():
     assert k.type_logit.grad is not None and float(k.type_logit.grad.abs()) > 0
 
 
-@settings(max_examples=25, deadline=None)
+@property_settings(25)
 @given(seed=st.integers(0, 10_000), beta=st.floats(0.0, 1.0), num_types=st.integers(1, 4))
 def test_invariant_to_relabelling_types_and_permuting_nodes(seed, beta, num_types):
     x, y, bx, by, wx, wy, tx, ty = typed_case(seed, num_types)

@@ -1,14 +1,15 @@
 import torch
-from conftest import random_rotation
+from helpers import graph_index
 from reference import brute_pairs
 
-from tg_rapidalign.models import EquivariantConv, EquivariantDenoiser, radius_graph
+from tg_rapidalign.apps.models import EquivariantConv, EquivariantDenoiser, radius_graph
+from tg_rapidalign.transforms import random_rotation
 
 
 def _molecules(sizes, seed=0):
     gen = torch.Generator().manual_seed(seed)
     pos = torch.randn(sum(sizes), 3, dtype=torch.float64, generator=gen) * 1.5
-    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    batch = graph_index(sizes)
     z = torch.randint(1, 10, (sum(sizes),), generator=gen)
     return z, pos, batch
 
@@ -55,5 +56,5 @@ def test_conv_gradcheck_and_degenerate_graphs_are_finite():
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(same.grad).all()
     single = model(torch.tensor([8]), torch.ones(1, 3, dtype=torch.float64))
-    assert torch.allclose(single, torch.ones(1, 3, dtype=torch.float64))  # no neighbours: unchanged
+    assert torch.allclose(single, torch.ones(1, 3, dtype=torch.float64))  # no neighbors: unchanged
     assert "EquivariantDenoiser(hidden=8, num_layers=2" in repr(model)

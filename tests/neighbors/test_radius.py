@@ -1,7 +1,7 @@
 import pytest
 import torch
-from conftest import random_batch
-from hypothesis import given, settings
+from helpers import property_settings, random_batch
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import brute_pairs
 
@@ -44,11 +44,11 @@ def test_distance_exactly_r_is_included():
     for backend in available_backends():
         e = radius_pairs(x, x, 1.0, backend=backend)
         d2 = ((x[e[0]] - x[e[1]]) ** 2).sum(1)
-        assert int((d2 == 1).sum()) == 2 * 3 * 4 * 4 * 3  # axis-neighbour pairs, both orders
+        assert int((d2 == 1).sum()) == 2 * 3 * 4 * 4 * 3  # axis-neighbor pairs, both orders
         assert as_set(e) == brute_pairs(x, x, 1.0)
 
 
-def test_no_neighbour_cap():
+def test_no_neighbor_cap():
     x = torch.zeros(500, 3)
     e = radius_pairs(x, x, 0.1, backend="grid")
     assert e.size(1) == 500 * 500
@@ -61,7 +61,7 @@ def test_far_apart_graphs_and_huge_extent():
     assert as_set(e) == {(0, 0), (0, 1), (1, 0), (1, 1), (2, 2)}
 
 
-@settings(max_examples=40, deadline=None)
+@property_settings(40)
 @given(n=st.integers(0, 40), m=st.integers(0, 40), r=st.floats(0.01, 2.0),
        graphs=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_grid_property(n, m, r, graphs, seed):
@@ -98,7 +98,7 @@ def test_external_backend_adapter(monkeypatch):
     import sys
     import types
 
-    import tg_rapidalign.neighbors.radius as radius_mod
+    import tg_rapidalign.backends as backends_mod
 
     calls = {}
 
@@ -109,7 +109,7 @@ def test_external_backend_adapter(monkeypatch):
         return ((d2 < r * r) & same).nonzero().t()  # [2, E]: (y index, x index)
 
     monkeypatch.setitem(sys.modules, "torch_cluster", types.SimpleNamespace(radius=fake_radius))
-    monkeypatch.setattr(radius_mod, "has_torch_cluster", lambda: True)
+    monkeypatch.setattr(backends_mod, "has_torch_cluster", lambda: True)
     g = torch.arange(3.0)
     x = torch.cartesian_prod(g, g, g)
     y = x[:20] + 0.0
@@ -117,11 +117,11 @@ def test_external_backend_adapter(monkeypatch):
     by = torch.zeros(len(y), dtype=torch.long)
     e = radius_pairs(x, y, 1.0, bx, by, backend="torch_cluster")
     assert as_set(e) == brute_pairs(x, y, 1.0, bx, by)
-    assert calls["cap"] >= len(x)  # never caps neighbours
+    assert calls["cap"] >= len(x)  # never caps neighbors
 
 
 def test_grid_chunks_are_whole_rows_and_cover_every_pair():
-    from tg_rapidalign.neighbors.grid import grid_radius_chunks
+    from tg_rapidalign.ops.grid import grid_radius_chunks
     x, bx = random_batch([300, 5, 200], dtype=torch.float64)
     y, by = random_batch([250, 7, 220], dtype=torch.float64)
     chunks = list(grid_radius_chunks(x, y, 0.2, bx, by, 3, chunk=500))

@@ -1,9 +1,9 @@
 import json
+from functools import partial
 
 import pytest
 import torch
-from conftest import random_rotation
-from torch_geometric.data import Batch, Data
+from helpers import chain_batch
 
 from tg_rapidalign import (
     BandwidthSchedule,
@@ -11,21 +11,10 @@ from tg_rapidalign import (
     SE3KernelAlignmentLoss,
     se3_kernel_alignment,
 )
+from tg_rapidalign.transforms import random_rotation
 from tg_rapidalign.weights import degree_weights
 
-
-def make_batch(sizes, seed, rotate=False):
-    gen = torch.Generator().manual_seed(seed)
-    data = []
-    for n in sizes:
-        pos = torch.randn(n, 3, generator=gen, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0],
-                                                                                 dtype=torch.float64)
-        if rotate:
-            pos = pos @ random_rotation(1, gen=gen)[0].T
-        src = torch.arange(n - 1)
-        ei = torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
-        data.append(Data(pos=pos, edge_index=ei, mass=torch.rand(n, generator=gen, dtype=torch.float64)))
-    return Batch.from_data_list(data)
+make_batch = partial(chain_batch, anisotropic=True)  # distinct principal spreads: well-defined axes
 
 
 def test_module_matches_functional_on_batches_with_different_sizes():
@@ -45,7 +34,7 @@ def test_paired_denoiser_loss_is_zero_for_rotated_copies_and_trains():
     clean = make_batch([12, 30], 2)
     rotated = clean.clone()
     gen = torch.Generator().manual_seed(0)
-    R = random_rotation(2, gen=gen)
+    R = random_rotation(2, generator=gen)
     rotated.pos = (R[clean.batch] @ clean.pos.unsqueeze(-1)).squeeze(-1) + 3.0
     loss = SE3KernelAlignmentLoss(1.0, init="paired", weight="degree")
     assert loss(rotated, clean).item() == pytest.approx(0, abs=1e-12)

@@ -1,11 +1,7 @@
-import os
-import socket
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
-from hypothesis import given, settings
+from helpers import property_settings, run_gloo
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tg_rapidalign import MMDLoss, MultiBandGaussianKernel, group_mmd, kernel_mmd
@@ -43,7 +39,7 @@ def test_one_vs_rest_matches_kernel_mmd():
         assert valid[a] and torch.allclose(values[a], ref, rtol=1e-10)
 
 
-@settings(max_examples=20, deadline=None)
+@property_settings(20)
 @given(st.integers(2, 30), st.integers(1, 4), st.integers(0, 10_000))
 def test_permutation_invariance_and_symmetry(n, num_groups, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -104,47 +100,34 @@ def test_bad_input():
         MMDLoss(mode="all")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    from conftest import shutdown_process_group
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _problem():
+    """Data, groups, weights and a small model, the same in every process."""
     torch.manual_seed(0)
     data = torch.randn(12, 6, dtype=torch.float64)
     groups = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 1, 2, 0, 0])
     weights = torch.rand(12, dtype=torch.float64)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    return data, groups, weights, model
+
+
+def _rank_value_and_grads(rank):
+    data, groups, weights, model = _problem()
     loss_fn = MMDLoss(MultiBandGaussianKernel([0.5, 1.5]).double(), unbiased=False)
     local = slice(0, 7) if rank == 0 else slice(7, 12)  # unequal shares exercise the padding
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     value = loss_fn(ddp(data[local]), groups[local], weights[local])
     value.backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    result = {"value": value.detach(), "grads": grads}
-    del ddp, value  # the reducer must not outlive the group (see shutdown_process_group)
-    shutdown_process_group()
-    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    # The DDP reducer is freed on return, before the group ends (see helpers.shutdown_process_group).
+    return {"value": value.detach(), "grads": [p.grad.clone() for p in model.parameters()]}
 
 
+@pytest.mark.full
 def test_ddp_two_processes_match_single_process():
-    torch.manual_seed(0)
-    data = torch.randn(12, 6, dtype=torch.float64)
-    groups = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 1, 2, 0, 0])
-    weights = torch.rand(12, dtype=torch.float64)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    data, groups, weights, model = _problem()
     loss_fn = MMDLoss(MultiBandGaussianKernel([0.5, 1.5]).double(), unbiased=False, gather=False)
     value = loss_fn(model(data), groups, weights)
     value.backward()
-    with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_ddp_worker, args=(2, _free_port(), out), nprocs=2, join=True)
-        for rank in range(2):
-            res = torch.load(os.path.join(out, f"rank{rank}.pt"))
-            assert torch.allclose(res["value"], value.detach(), rtol=1e-12)
-            for got, p in zip(res["grads"], model.parameters()):
-                assert torch.allclose(got, p.grad, rtol=1e-10, atol=1e-13)
+    for res in run_gloo(_rank_value_and_grads):
+        assert torch.allclose(res["value"], value.detach(), rtol=1e-12)
+        for got, p in zip(res["grads"], model.parameters()):
+            assert torch.allclose(got, p.grad, rtol=1e-10, atol=1e-13)

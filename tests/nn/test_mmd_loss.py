@@ -1,24 +1,13 @@
 import pytest
 import torch
-from torch_geometric.data import Batch, Data
+from helpers import chain_batch
 
 from tg_rapidalign import KernelMMDLoss, MultiBandGaussianKernel, kernel_cosine, kernel_mmd
 from tg_rapidalign.weights import degree_weights
 
 
-def make_batch(sizes, seed):
-    gen = torch.Generator().manual_seed(seed)
-    data = []
-    for n in sizes:
-        pos = torch.rand(n, 3, generator=gen, dtype=torch.float64)
-        src = torch.arange(n - 1)
-        ei = torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])])
-        data.append(Data(pos=pos, edge_index=ei, mass=torch.rand(n, generator=gen, dtype=torch.float64)))
-    return Batch.from_data_list(data)
-
-
 def test_loss_on_batches_matches_functional():
-    pred, target = make_batch([10, 20, 5], 0), make_batch([12, 15, 9], 1)
+    pred, target = chain_batch([10, 20, 5], 0), chain_batch([12, 15, 9], 1)
     loss = KernelMMDLoss(0.3, reduction="none")
     ref = kernel_mmd(pred.pos, target.pos, pred.batch, target.batch, sigma=0.3)
     assert torch.allclose(loss(pred, target), ref)
@@ -32,7 +21,7 @@ def test_loss_on_batches_matches_functional():
 
 
 def test_weight_specs():
-    pred, target = make_batch([10, 20], 0), make_batch([12, 15], 1)
+    pred, target = chain_batch([10, 20], 0), chain_batch([12, 15], 1)
     deg = KernelMMDLoss(0.3, weight="degree", reduction="none")(pred, target)
     ref = kernel_mmd(pred.pos, target.pos, pred.batch, target.batch,
                      degree_weights(pred.edge_index, pred.num_nodes, torch.float64),
@@ -50,7 +39,7 @@ def test_weight_specs():
 
 
 def test_learnable_kernel_trains():
-    pred, target = make_batch([10, 20], 0), make_batch([12, 15], 1)
+    pred, target = chain_batch([10, 20], 0), chain_batch([12, 15], 1)
     k = MultiBandGaussianKernel([0.1, 0.4], learnable_scale=True).double()
     loss = KernelMMDLoss(k)
     loss(pred, target).backward()
@@ -60,6 +49,6 @@ def test_learnable_kernel_trains():
 
 def test_mismatched_graph_counts():
     with pytest.raises(ValueError, match="pred has 2 graphs but target has 3"):
-        KernelMMDLoss(0.3)(make_batch([3, 4], 0), make_batch([3, 4, 5], 1))
+        KernelMMDLoss(0.3)(chain_batch([3, 4], 0), chain_batch([3, 4, 5], 1))
     with pytest.raises(ValueError, match="unknown reduction"):
         KernelMMDLoss(0.3, reduction="avg")

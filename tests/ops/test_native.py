@@ -3,12 +3,12 @@ import sys
 
 import pytest
 import torch
-from conftest import random_batch
-from hypothesis import given, settings
+from helpers import property_settings, random_batch
+from hypothesis import given
 from hypothesis import strategies as st
 from reference import brute_pairs, dense_row_sums
 
-from tg_rapidalign import kernel_mmd, kernel_sums, radius_pairs
+from tg_rapidalign import backends, kernel_mmd, kernel_sums, radius_pairs
 from tg_rapidalign.ops import native
 
 pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="native extension not built")
@@ -85,7 +85,7 @@ def test_torch_compile_fullgraph():
     assert torch.allclose(a1.grad, a2.grad)
 
 
-@settings(max_examples=25, deadline=None)
+@property_settings(25)
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=4), st.floats(0.05, 0.8),
        st.sampled_from([1, 2, 3]), st.integers(0, 10_000))
 def test_radius_native_matches_brute_force(sizes, r, dim, seed):
@@ -109,13 +109,16 @@ def test_kernel_sums_agree_across_backends(dtype, tol):
 
 def test_too_many_bands_or_dimensions_fall_back_or_raise():
     x, bx = random_batch([50])
-    assert not native.supports(torch.randn(5, 4))
-    assert not native.supports(x, bands=17)
-    with pytest.raises(ValueError, match="backend='native' needs"):
+    limit = native.LIMITS["MAX_BANDS"]
+    assert not backends.native_supports(torch.randn(5, 4))
+    assert not backends.native_supports(x, bands=limit + 1)
+    assert backends.native_supports(x, bands=limit)
+    with pytest.raises(ValueError, match="backend='native' cannot run"):
         kernel_mmd(torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64),
                    backend="native")
 
 
+@pytest.mark.full  # a fresh interpreter imports the package
 def test_without_extension_package_warns_once_and_falls_back():
     code = (
         "import sys, warnings\n"
@@ -171,9 +174,8 @@ def test_native_mmd_gradients_match_dense(learnable):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("r", [None, 0.6])
 def test_estep_moments_match_the_dense_evaluator(dtype, tol, r):
-    from conftest import random_rotation
-
-    from tg_rapidalign.ops.correlation import DenseCorrelation, em_coefs
+    from tg_rapidalign.alignment.evaluators import DenseCorrelation, em_coefs
+    from tg_rapidalign.transforms import random_rotation
 
     x, bx = random_batch([17, 0, 40, 1, 9], dtype=torch.float64)
     y, by = random_batch([12, 5, 33, 0, 9], dtype=torch.float64)
@@ -252,7 +254,7 @@ def test_alignment_gradient_with_the_first_moment_path_matches_dense(monkeypatch
 
 
 def _svd_polar(S):
-    from tg_rapidalign.functional.procrustes import _SpecialPolar
+    from tg_rapidalign.alignment.pose import SpecialPolar as _SpecialPolar
     return _SpecialPolar.apply(S)
 
 
@@ -269,7 +271,7 @@ def test_special_polar3_matches_the_svd_polar(dtype, tol):
     torch.library.opcheck(torch.ops.tg_rapidalign.special_polar3, (S,))
 
 
-@settings(max_examples=60, deadline=None)
+@property_settings(60)
 @given(rank=st.integers(0, 3), seed=st.integers(0, 2**31 - 1), repeated=st.booleans())
 def test_special_polar3_is_a_nearest_rotation_also_for_ties(rank, seed, repeated):
     """Low rank or repeated singular values make the rotation non-unique: the op

@@ -3,7 +3,7 @@ Skipped without a GPU (CI has none); run on a GPU machine with
 ``python -m pytest tests/ops/test_native_cuda.py``."""
 import pytest
 import torch
-from conftest import random_batch, random_rotation
+from helpers import random_batch
 from reference import brute_pairs, dense_row_sums
 
 from tg_rapidalign import (
@@ -14,6 +14,7 @@ from tg_rapidalign import (
     se3_kernel_alignment,
 )
 from tg_rapidalign.ops import native
+from tg_rapidalign.transforms import random_rotation
 
 CUDA_BUILT = (native.AVAILABLE and torch.cuda.is_available()
               and native.supports(torch.zeros(1, 3, device="cuda")))

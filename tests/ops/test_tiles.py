@@ -3,7 +3,7 @@
 that exhaustive enumeration finds."""
 import pytest
 import torch
-from conftest import random_batch
+from helpers import random_batch
 
 from tg_rapidalign.ops import tiles
 from tg_rapidalign.ops.tiles import build_tiles, tile_pairs

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import path_edges
 from torch_geometric.data import Data
 from torch_geometric.utils import is_undirected
 
@@ -10,9 +11,7 @@ from tg_rapidalign.transforms.corruptions import rms_radius
 def chain(n=40, dim=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     pos = torch.cumsum(torch.randn(n, dim, dtype=torch.float64, generator=gen), 0)
-    i = torch.arange(n - 1)
-    edge_index = torch.cat([torch.stack([i, i + 1]), torch.stack([i + 1, i])], 1)
-    return Data(pos=pos, edge_index=edge_index, z=torch.arange(n), num_nodes=n)
+    return Data(pos=pos, edge_index=path_edges(n), z=torch.arange(n), num_nodes=n)
 
 
 TRANSFORMS = [lambda lvl, **kw: GaussianNoise(lvl, **kw), lambda lvl, **kw: NodeMasking(min(lvl, 1.0), **kw),
@@ -57,7 +56,7 @@ def test_masking_drops_the_fraction_and_relabels_edges():
     kept = out.z  # original ids of the kept nodes (z was arange)
     assert torch.equal(out.pos, data.pos[kept])
     assert int(out.edge_index.max()) < 35 and is_undirected(out.edge_index)
-    # every kept edge joins nodes that were neighbours in the chain
+    # every kept edge joins nodes that were neighbors in the chain
     assert bool(((kept[out.edge_index[0]] - kept[out.edge_index[1]]).abs() == 1).all())
     assert NodeMasking(1.0, seed=0)(data).num_nodes == 1  # at least one node is kept
 

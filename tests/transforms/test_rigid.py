@@ -1,11 +1,9 @@
 import pytest
 import torch
-from conftest import random_rotation
 from torch_geometric.data import Batch, Data
 
 from tg_rapidalign import kabsch_rmsd
-from tg_rapidalign.transforms import AlignToReference, RandomRigidMotion
-from tg_rapidalign.transforms import random_rotation as lib_rotation
+from tg_rapidalign.transforms import AlignToReference, RandomRigidMotion, random_rotation
 
 
 def _chiral(n=12, seed=0):
@@ -15,7 +13,7 @@ def _chiral(n=12, seed=0):
 
 
 def test_random_rotation_is_proper_and_uniformish():
-    R = lib_rotation(4000, torch.Generator().manual_seed(0))
+    R = random_rotation(4000, torch.Generator().manual_seed(0))
     eye = torch.eye(3, dtype=torch.float64)
     assert torch.allclose(R @ R.transpose(1, 2), eye.expand_as(R), atol=1e-12)
     assert torch.allclose(torch.linalg.det(R), torch.ones(4000, dtype=torch.float64), atol=1e-12)
@@ -46,7 +44,7 @@ def test_random_rigid_motion_is_rigid_seeded_and_turns_normals():
 @pytest.mark.parametrize("paired", [None, False])
 def test_align_to_reference_recovers_the_motion(paired):
     ref = _chiral(20)
-    R = random_rotation(1, gen=torch.Generator().manual_seed(1))[0]
+    R = random_rotation(1, generator=torch.Generator().manual_seed(1))[0]
     moved = ref @ R.T + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     out = AlignToReference(ref, paired=paired)(Data(pos=moved))
     assert torch.allclose(out.pos, ref, atol=1e-6)
@@ -56,7 +54,7 @@ def test_align_to_reference_recovers_the_motion(paired):
 
 def test_align_to_reference_unpaired_on_a_cropped_noisy_copy_and_in_a_batch():
     ref = _chiral(30)
-    R = random_rotation(1, gen=torch.Generator().manual_seed(2))[0]
+    R = random_rotation(1, generator=torch.Generator().manual_seed(2))[0]
     keep = torch.arange(30) % 5 != 0  # 24 of 30 nodes: no correspondence
     moved = (ref[keep] + 0.02 * torch.randn(24, 3, dtype=torch.float64)) @ R.T + 3.0
     t = AlignToReference(Data(pos=ref))

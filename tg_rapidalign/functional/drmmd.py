@@ -25,24 +25,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positions, check_positive_scalar, check_same_space
-from ..kernels import KernelLike, evaluate_bands, resolve_kernel
-
-
-def _sqdist(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise squared distances ``[N, M]``: exact differences, one coordinate at a
-    time, in low dimension (no cancellation, fast); the Gram expansion otherwise."""
-    if a.size(1) <= 8:
-        d2 = a.new_zeros(a.size(0), b.size(0))
-        for k in range(a.size(1)):
-            d2 = d2 + (a[:, k, None] - b[None, :, k]).pow(2)
-        return d2
-    d2 = a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1).unsqueeze(0) - 2 * a @ b.T
-    return d2.clamp_min(0)
-
-
-def gaussian_gram(a: Tensor, b: Tensor, sigmas: Tensor, coefs: Tensor) -> Tensor:
-    """``K[i, j] = sum_b coefs[b] exp(-|a_i - b_j|^2 / (2 sigmas[b]^2))``."""
-    return evaluate_bands(_sqdist(a, b), sigmas, coefs)
+from ..kernels import KernelLike, resolve_kernel
+from ..ops.gaussian import band_blocks, gaussian_gram, pairwise_sqdist
 
 
 def gaussian_grad_sum(z: Tensor, w: Tensor, c: Tensor, sigmas: Tensor, coefs: Tensor,
@@ -52,8 +36,7 @@ def gaussian_grad_sum(z: Tensor, w: Tensor, c: Tensor, sigmas: Tensor, coefs: Te
     :math:`E_b = e^{-\lVert z_i - w_j \rVert^2 / 2\sigma_b^2}`; ``blocks`` passes the
     :math:`E_b` ``[K, P]`` when the caller has them already."""
     if blocks is None:
-        d2 = _sqdist(z, w)
-        blocks = [torch.exp(d2 * (-0.5 / sigmas[b] ** 2)) for b in range(sigmas.numel())]
+        blocks = band_blocks(pairwise_sqdist(z, w), sigmas)
     out = torch.zeros_like(z)
     right = torch.cat([c.unsqueeze(1) * w, c.unsqueeze(1)], 1)  # one product gives E (c w) and E c
     for b, e in enumerate(blocks):
@@ -144,7 +127,7 @@ def drmmd(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0) -> Te
     return drmmd_parts(x, y, sigma, lam)[0].to(x.dtype)
 
 
-def _witness_grad(z: Tensor, x: Tensor, y: Tensor, beta: Optional[Tensor], sigmas: Tensor, coefs: Tensor,
+def witness_grad(z: Tensor, x: Tensor, y: Tensor, beta: Optional[Tensor], sigmas: Tensor, coefs: Tensor,
                   scale: float, blocks: Optional[List[Tensor]] = None) -> Tensor:
     """``scale * sum_j c_j grad k(z, [x; y]_j)`` with ``c = [1/N, -(1/M + beta)]``
     (``beta`` None: the MMD witness); ``blocks`` as in :func:`gaussian_grad_sum`."""
@@ -174,7 +157,7 @@ def drmmd_witness_grad(z: Tensor, x: Tensor, y: Tensor, sigma: KernelLike = 1.0,
     lam = _check(x, y, lam)
     _, _, beta = drmmd_parts(x, y, sigma, lam)
     sigmas, coefs = resolve_kernel(sigma, torch.float64, x.device)
-    g = _witness_grad(z.double(), x.double(), y.double(), beta, sigmas, coefs, 2 * (1 + lam) / lam)
+    g = witness_grad(z.double(), x.double(), y.double(), beta, sigmas, coefs, 2 * (1 + lam) / lam)
     return g.to(z.dtype)
 
 
@@ -186,4 +169,4 @@ def mmd_witness_grad(z: Tensor, x: Tensor, y: Tensor, sigma: KernelLike = 1.0) -
     check_same_space(z, x, "z", "x")
     _check(x, y, 1.0)
     sigmas, coefs = resolve_kernel(sigma, torch.float64, x.device)
-    return _witness_grad(z.double(), x.double(), y.double(), None, sigmas, coefs, 2.0).to(z.dtype)
+    return witness_grad(z.double(), x.double(), y.double(), None, sigmas, coefs, 2.0).to(z.dtype)

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from .._validation import check_choice, check_index_vector, check_positions, check_weights
 from ..kernels import KernelLike, resolve_kernel
-from .drmmd import gaussian_gram
-from .mmd import _unbiased_self
+from ..ops.gaussian import gaussian_gram
+from .mmd import unbiased_self_sum
 
 GROUP_MODES = ("pairwise", "one_vs_rest")
 
@@ -45,7 +45,7 @@ def _self_terms(W: Tensor, KW: Tensor, k0: Tensor, unbiased: bool, counts: Tenso
     s = (W * KW).sum(0)
     if not unbiased:
         return s
-    return _unbiased_self(s, W.pow(2).sum(0), counts, k0)
+    return unbiased_self_sum(s, W.pow(2).sum(0), counts, k0)
 
 
 def group_mmd(z: Tensor, groups: Tensor, weight: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,

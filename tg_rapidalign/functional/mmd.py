@@ -6,6 +6,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from .. import backends
 from .._validation import (
     check_batch,
     check_choice,
@@ -16,16 +17,14 @@ from .._validation import (
     check_weights,
     resolve_num_graphs,
 )
-from ..kernels import KernelLike, evaluate_bands, resolve_kernel, resolve_type_weight
+from ..kernels import KernelLike, resolve_kernel, resolve_type_weight
 from ..ops import native
+from ..ops.gaussian import cosine_from_sums, gaussian
 from ..ops.pair_sum import make_plan, tiled_pair_sum
 from ..segments import graph_sizes, graph_sum
 from ..weights import normalize_weights
 
-KERNEL_BACKENDS = ("auto", "dense", "tiled", "native")
-
-# The padded dense path is used below this many kernel entries in total.
-_DENSE_AUTO_LIMIT = 1 << 21
+KERNEL_BACKENDS = backends.names("kernel_sums")
 # A cross-type weight (or its complement) below this, with no gradient wanted,
 # skips its pass: it changes no normalised sum by more than this.
 _NEGLIGIBLE = 1e-12
@@ -53,7 +52,7 @@ def _dense_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
 
     def block(A, WA, B, WB):
         d2 = (A.unsqueeze(2) - B.unsqueeze(1)).pow(2).sum(-1)
-        k = evaluate_bands(d2, sigmas, coefs)
+        k = gaussian(d2, sigmas, coefs)
         if r is not None:
             k = k.masked_fill(d2 > r * r, 0.0)
         return torch.einsum("bi,bij,bj->b", WA, k, WB)
@@ -132,16 +131,12 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     wy = normalize_weights(weight_y, batch_y, num_graphs, y.dtype)
     nx = graph_sizes(batch_x, num_graphs)
     ny = graph_sizes(batch_y, num_graphs)
-    if backend == "auto":
+    def sizes():  # the padded block's size, if the registry asks
         biggest = int(torch.maximum(nx, ny).max()) if num_graphs else 0
-        if num_graphs * biggest * biggest <= _DENSE_AUTO_LIMIT:
-            backend = "dense"
-        else:
-            backend = "native" if native.supports(x, bands=sigmas.numel()) else "tiled"
-    elif backend == "native" and not native.supports(x, bands=sigmas.numel()):
-        raise ValueError("backend='native' needs the built extension, float32/float64 points of dimension "
-                         "<= 3 on a supported device and at most 16 bands (tg_rapidalign.ops.native."
-                         f"AVAILABLE is {native.AVAILABLE})")
+        return num_graphs, biggest, biggest
+
+    backend = backends.select("kernel_sums", backend,
+                              backends.Problem(x, x.size(1), sigmas.numel(), sizes=sizes))
     fn = {"dense": _dense_sums, "tiled": _tiled_sums, "native": _native_sums}[backend]
     if type_x is None:
         kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
@@ -153,7 +148,7 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     return KernelSums(kxx, kyy, kxy, wx2, wy2, nx, ny, coefs.sum())
 
 
-def _unbiased_self(k: Tensor, w2: Tensor, n: Tensor, k0: Tensor) -> Tensor:
+def unbiased_self_sum(k: Tensor, w2: Tensor, n: Tensor, k0: Tensor) -> Tensor:
     # Drop the i == j terms (sum_i w_i^2 k(0)) and renormalise by the remaining
     # mass 1 - sum_i w_i^2; for uniform weights this is the 1 / (n (n - 1)) U-statistic.
     # With fewer than two nodes there is no off-diagonal pair: the term is 0.
@@ -189,7 +184,7 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     error of MMD can be much larger than that of the sums (measured on 3000
     uniform points in float64: 5e-3 in value and 5e-2 in gradient at 3,
     9e-5 and 2e-3 at 4). :obj:`cutoff=None` sums every pair exactly. The
-    neighbour set is fixed within a call: gradients do not see pairs crossing
+    neighbor set is fixed within a call: gradients do not see pairs crossing
     the cutoff radius.
 
     Degenerate input: a graph with no nodes, or with all-zero weights, on one
@@ -233,8 +228,8 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                     backend=backend, num_graphs=num_graphs, type_x=type_x, type_y=type_y)
     kxx, kyy = s.kxx, s.kyy
     if unbiased:
-        kxx = _unbiased_self(kxx, s.wx2, s.nx, s.k0)
-        kyy = _unbiased_self(kyy, s.wy2, s.ny, s.k0)
+        kxx = unbiased_self_sum(kxx, s.wx2, s.nx, s.k0)
+        kyy = unbiased_self_sum(kyy, s.wy2, s.ny, s.k0)
     return kxx + kyy - 2 * s.kxy
 
 
@@ -262,13 +257,3 @@ def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     s = kernel_sums(x, y, batch_x, batch_y, weight_x, weight_y, sigma, cutoff=cutoff,
                     backend=backend, num_graphs=num_graphs, type_x=type_x, type_y=type_y)
     return cosine_from_sums(s.kxy, s.kxx, s.kyy)
-
-
-def cosine_from_sums(kxy: Tensor, kxx: Tensor, kyy: Tensor) -> Tensor:
-    """``kxy / sqrt(kxx * kyy)``; 0 where one side has zero mass, 1 where both do."""
-    prod = kxx * kyy
-    ok = prod > 0
-    denom = torch.sqrt(torch.where(ok, prod, torch.ones_like(prod)))
-    both_empty = (kxx <= 0) & (kyy <= 0)
-    out = torch.where(ok, kxy / denom, torch.zeros_like(prod))
-    return torch.where(both_empty, torch.ones_like(out), out)

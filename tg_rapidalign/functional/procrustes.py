@@ -7,60 +7,33 @@ import torch
 from torch import Tensor
 
 from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
-from ..ops import native, small_linalg
+from ..alignment import pose
 from ..segments import graph_sum
 from ..weights import normalize_weights
 
 
-class _SpecialPolar(torch.autograd.Function):
-    r"""The rotation :math:`R = U\,\mathrm{diag}(1, 1, \det UV^\top)\,V^\top` closest
-    to :math:`S = U \Sigma V^\top` (batched ``3 x 3``).
-
-    Backward differentiates the polar factor instead of the SVD: with
-    :math:`U' = U D`, :math:`\sigma' = D\sigma` and :math:`M = U'^\top G V`,
-    :math:`\partial L / \partial S = U' Y V^\top` with
-    :math:`Y_{ij} = (M_{ij} - M_{ji}) / (\sigma'_i + \sigma'_j)`.
-    Only sums of singular values appear, so repeated singular values (symmetric
-    structures) are harmless; where a sum vanishes (rank below two: two points,
-    collinear points, zero weights) the rotation is not determined by ``S`` and
-    that component of the gradient is set to zero, keeping it finite.
-    """
-
-    @staticmethod
-    def forward(ctx, S: Tensor) -> Tensor:
-        U, sig, Vh = small_linalg.svd(S)
-        d = torch.sign(torch.linalg.det(U @ Vh))
-        d = torch.where(d == 0, torch.ones_like(d), d)
-        flip = torch.ones_like(sig)
-        flip[:, -1] = d
-        U = U * flip.unsqueeze(1)  # U' = U D
-        R = U @ Vh
-        ctx.save_for_backward(U, sig * flip, Vh)
-        return R
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, G: Tensor) -> Tensor:
-        U, sig, Vh = ctx.saved_tensors
-        V = Vh.transpose(1, 2)
-        M = U.transpose(1, 2) @ G @ V
-        denom = sig.unsqueeze(2) + sig.unsqueeze(1)
-        scale = sig.abs().amax(1, keepdim=True).unsqueeze(2)
-        ok = denom > 1e-10 * scale + torch.finfo(sig.dtype).tiny
-        Y = torch.where(ok, (M - M.transpose(1, 2)) / torch.where(ok, denom, torch.ones_like(denom)),
-                        torch.zeros_like(M))
-        return U @ Y @ Vh
-
-
 def special_polar(S: Tensor) -> Tensor:
-    """Nearest proper rotation to each ``3 x 3`` matrix of ``S [B, 3, 3]``.
+    r"""The nearest proper rotation to each ``3 x 3`` matrix,
 
-    Without a gradient to track (the detached pose of the alignment loss), the
-    native closed-form op replaces the batched SVD when it is built; ties (rank
-    of ``S`` below two) may then resolve to a different, equally near rotation."""
-    if not (torch.is_grad_enabled() and S.requires_grad) and native.polar_supported(S):
-        return native.special_polar3(S)
-    return _SpecialPolar.apply(S)
+    .. math::
+        R = \operatorname*{arg\,max}_{R \in SO(3)} \operatorname{tr}(R^\top S)
+          = U \mathrm{diag}(1, 1, \det UV^\top) V^\top, \qquad S = U \Sigma V^\top.
+
+    Differentiable with a backward that stays finite for repeated or vanishing
+    singular values (see :class:`tg_rapidalign.alignment.pose.SpecialPolar`);
+    without a gradient to track, the native closed form is used when built.
+
+    Args:
+        S (torch.Tensor): Matrices :math:`[B, 3, 3]`.
+
+    Returns:
+        torch.Tensor: Rotations :math:`[B, 3, 3]`, :math:`\det R = +1`.
+    """
+    if not isinstance(S, Tensor):
+        raise TypeError(f"S must be a tensor, got {type(S).__name__}")
+    if S.dim() != 3 or S.shape[1:] != (3, 3):
+        raise ValueError(f"S must have shape [B, 3, 3], got {tuple(S.shape)}")
+    return pose.special_polar(S)
 
 
 def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
@@ -78,7 +51,7 @@ def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
     :math:`R = U \mathrm{diag}(1, 1, \det UV^\top) V^\top` (never a reflection) and
     :math:`\mathbf{t} = \bar{\mathbf{x}} - R\bar{\mathbf{y}}`.
 
-    The backward pass differentiates the polar factor (see :class:`_SpecialPolar`),
+    The backward pass differentiates the polar factor (see :func:`special_polar`),
     so gradients stay finite for symmetric structures, two points, collinear
     points and all-zero weights (where the pose is the identity, or the pose
     that aligns the determined directions).
@@ -104,14 +77,7 @@ def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
     # Normalised weights (zero-mass graphs stay zero): the centroids directly, and
     # S up to a per-graph positive factor, which leaves its polar factor unchanged.
     w = normalize_weights(weight, batch, num_graphs, x.dtype)
-    mx = graph_sum(w.unsqueeze(1) * x, batch, num_graphs)
-    my = graph_sum(w.unsqueeze(1) * y, batch, num_graphs)
-    xc, yc = x - mx[batch], y - my[batch]
-    outer = (w.view(-1, 1, 1) * xc.unsqueeze(2) * yc.unsqueeze(1)).view(-1, 9)
-    S = graph_sum(outer, batch, num_graphs).view(-1, 3, 3)
-    R = special_polar(S)
-    t = mx - (R @ my.unsqueeze(2)).squeeze(2)
-    return R, t
+    return pose.kabsch(x, y, w, batch, num_graphs)
 
 
 def kabsch_rmsd(x: Tensor, y: Tensor, weight: Optional[Tensor] = None, batch: Optional[Tensor] = None,

@@ -1,12 +1,12 @@
 """``radius_pairs``: exact, batched radius search with several backends."""
 from __future__ import annotations
 
-import importlib.util
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from .. import backends
 from .._validation import (
     check_batch,
     check_choice,
@@ -16,36 +16,17 @@ from .._validation import (
     resolve_num_graphs,
 )
 from ..ops import native
-from .grid import grid_radius, grid_radius_chunks
+from ..ops.grid import grid_radius, grid_radius_chunks
 
-BACKENDS = ("auto", "dense", "grid", "native", "torch_cluster", "pyg_lib")
-
-# Below this many candidate pairs the all-pairs distance matrix is cheapest.
-_DENSE_LIMIT = 1 << 16
-
-
-def has_torch_cluster() -> bool:
-    return importlib.util.find_spec("torch_cluster") is not None
-
-
-def has_pyg_lib_radius() -> bool:
-    try:
-        import torch_geometric.typing as pyg_typing
-    except ImportError:  # pragma: no cover - torch_geometric is a dependency
-        return False
-    return bool(getattr(pyg_typing, "WITH_RADIUS", False))
+BACKENDS = backends.names("radius")
+# Kept importable from here (the registry owns them).
+has_torch_cluster = backends.has_torch_cluster
+has_pyg_lib_radius = backends.has_pyg_lib_radius
 
 
 def available_backends() -> tuple:
-    """The radius-search backends usable in this environment."""
-    out = ["dense", "grid"]
-    if native.AVAILABLE:
-        out.append("native")
-    if has_torch_cluster():
-        out.append("torch_cluster")
-    if has_pyg_lib_radius():
-        out.append("pyg_lib")
-    return tuple(out)
+    """The radius-search backends usable in this environment (CPU, 3-D points)."""
+    return backends.available("radius")
 
 
 def _dense_radius(x, y, r, batch_x, batch_y):
@@ -79,18 +60,6 @@ def _pyg_lib(x, y, r, batch_x, batch_y, cap, num_graphs):
     return radius(x, y, r, batch_x, batch_y, max_num_neighbors=cap, batch_size=num_graphs)
 
 
-def pick_backend(x: Tensor, y: Tensor) -> str:
-    if x.size(0) * y.size(0) <= _DENSE_LIMIT:
-        return "dense"
-    if native.supports(x):
-        return "native"
-    if x.is_cuda and has_torch_cluster():
-        return "torch_cluster"
-    if x.is_cuda and has_pyg_lib_radius():
-        return "pyg_lib"
-    return "grid"
-
-
 def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
                  batch_y: Optional[Tensor] = None, *, backend: str = "auto",
                  num_graphs: Optional[int] = None) -> Tensor:
@@ -101,7 +70,7 @@ def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = Non
         \mathcal{E} = \{(i, j) : \lVert \mathbf{x}_i - \mathbf{y}_j \rVert \le r,\;
         b^x_i = b^y_j\}.
 
-    The search is exact: no neighbour is ever dropped (there is no
+    The search is exact: no neighbor is ever dropped (there is no
     ``max_num_neighbors`` cap), and distances exactly equal to :obj:`r` are
     included (the test is ``||x_i - y_j||^2 <= r^2`` in the input dtype).
 
@@ -133,25 +102,16 @@ def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = Non
     batch_x = check_batch(batch_x, x.size(0), "batch_x", x.device)
     batch_y = check_batch(batch_y, y.size(0), "batch_y", y.device)
     num_graphs = resolve_num_graphs(batch_x, batch_y, num_graphs)
-    if backend == "auto":
-        backend = pick_backend(x, y)
+    backend = backends.select("radius", backend, backends.Problem.of(x, pairs=x.size(0) * y.size(0)))
     x, y = x.detach(), y.detach()
     if backend == "dense":
         return _dense_radius(x, y, r, batch_x, batch_y)
     if backend == "grid":
         return grid_radius(x, y, r, batch_x, batch_y, num_graphs)
     if backend == "native":
-        if not native.supports(x):
-            raise ValueError("backend 'native' needs the built extension and float32/float64 points of "
-                             f"dimension <= 3 on a supported device (native.AVAILABLE is {native.AVAILABLE})")
         return native.radius_pairs(x, y, r, batch_x, batch_y, num_graphs)
-    if backend == "torch_cluster":
-        if not has_torch_cluster():
-            raise ValueError("backend 'torch_cluster' requested but torch_cluster is not installed")
-        return _external_radius(_torch_cluster, x, y, r, batch_x, batch_y, num_graphs)
-    if not has_pyg_lib_radius():
-        raise ValueError("backend 'pyg_lib' requested but pyg-lib (with radius) is not installed")
-    return _external_radius(_pyg_lib, x, y, r, batch_x, batch_y, num_graphs)
+    fn = _torch_cluster if backend == "torch_cluster" else _pyg_lib
+    return _external_radius(fn, x, y, r, batch_x, batch_y, num_graphs)
 
 
 def radius_pair_chunks(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tensor,

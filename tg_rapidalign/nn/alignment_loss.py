@@ -7,10 +7,10 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice
-from ..functional.alignment import AlignmentResult, se3_kernel_alignment
-from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
+from ..functional.alignment import AlignmentResult, check_alignment_keywords, se3_kernel_alignment
+from ..kernels import KernelLike, as_kernel_module
 from ..schedules import BandwidthSchedule
-from ._inputs import WeightSpec, pair_inputs, reduce_loss, resolve_weight
+from .inputs import WeightSpec, pair_inputs, reduce_loss, resolve_weight
 
 
 class SE3KernelAlignmentLoss(torch.nn.Module):
@@ -53,15 +53,13 @@ class SE3KernelAlignmentLoss(torch.nn.Module):
                  weight: WeightSpec = None, reduction: str = "mean", **kwargs):
         super().__init__()
         self.schedule = kernel if isinstance(kernel, BandwidthSchedule) else None
-        if self.schedule is None and not isinstance(kernel, _GaussianMixture):
-            kernel = GaussianKernel(float(kernel))
+        if self.schedule is None:
+            kernel = as_kernel_module(kernel)
         self.kernel = kernel if self.schedule is None else None
         self.weight = weight
         self.reduction = check_choice(reduction, "reduction", ("mean", "sum", "none"))
         self.options = dict(tau=tau, iterations=iterations, cutoff=cutoff, init=init, **kwargs)
-        unknown = set(kwargs) - set(se3_kernel_alignment.__kwdefaults__)
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)} for se3_kernel_alignment")
+        check_alignment_keywords(self.options)
 
     def align(self, pred, target, batch_pred: Optional[Tensor] = None,
               batch_target: Optional[Tensor] = None) -> AlignmentResult:

@@ -1,21 +1,13 @@
-"""Loss modules for distributions: DrMMD between particle sets and the group
-MMD between embeddings (batch correction, domain adaptation, MMD-GANs)."""
+"""The DrMMD loss module between particle sets (:class:`MMDLoss`, the group MMD,
+moved to :mod:`.group_mmd_loss` and is still importable from here)."""
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_positive_scalar
-from ..distributed import all_gather_cat, is_distributed
+from .._validation import check_positive_scalar
 from ..functional.drmmd import drmmd
-from ..functional.group_mmd import GROUP_MODES, group_mmd
-from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
-
-
-def _as_kernel(kernel: KernelLike) -> torch.nn.Module:
-    return kernel if isinstance(kernel, _GaussianMixture) else GaussianKernel(float(kernel))
+from ..kernels import KernelLike, as_kernel_module
 
 
 class DrMMDLoss(torch.nn.Module):
@@ -34,7 +26,7 @@ class DrMMDLoss(torch.nn.Module):
 
     def __init__(self, kernel: KernelLike = 1.0, lam: float = 1.0):
         super().__init__()
-        self.kernel = _as_kernel(kernel)
+        self.kernel = as_kernel_module(kernel)
         self.lam = check_positive_scalar(lam, "lam")
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -44,56 +36,4 @@ class DrMMDLoss(torch.nn.Module):
         return f"{self.__class__.__name__}(kernel={self.kernel}, lam={self.lam:g})"
 
 
-class MMDLoss(torch.nn.Module):
-    r"""MMD between the groups of a set of embeddings (for example the batch or
-    domain of each sample), averaged over the compared pairs,
-
-    .. math::
-        \mathcal{L} = \operatorname{mean}_{(a, b)} \mathrm{MMD}^2_{ab},
-
-    see :func:`tg_rapidalign.functional.group_mmd.group_mmd`. Graph-level
-    embeddings of a PyG model (after global pooling) plug in directly.
-
-    Under ``torch.distributed`` the loss gathers every rank's samples (with
-    gradients) before comparing groups, so every rank computes the loss of the
-    whole global batch and DDP's averaged gradients equal the single-process ones.
-
-    Args:
-        kernel (float or kernel module, optional): bandwidth or a Gaussian kernel module,
-            e.g. :class:`MultiBandGaussianKernel`. (default: :obj:`1.0`)
-        mode (str, optional): ``"pairwise"`` (all pairs of groups) or ``"one_vs_rest"``.
-            (default: :obj:`"pairwise"`)
-        unbiased (bool, optional): U-statistic self terms. (default: :obj:`False`)
-        num_groups (int, optional): number of groups (default: inferred per call).
-        gather (bool, optional): gather samples across ranks; :obj:`None` does so
-            whenever a process group of more than one rank is initialised. (default: :obj:`None`)
-    """
-
-    def __init__(self, kernel: KernelLike = 1.0, mode: str = "pairwise", unbiased: bool = False,
-                 num_groups: Optional[int] = None, gather: Optional[bool] = None):
-        super().__init__()
-        self.kernel = _as_kernel(kernel)
-        self.mode = check_choice(mode, "mode", GROUP_MODES)
-        self.unbiased = bool(unbiased)
-        self.num_groups = num_groups
-        self.gather = gather
-
-    def forward(self, z: Tensor, groups: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        """``z [N, d]`` embeddings, ``groups [N]`` labels, ``weight [N]`` optional."""
-        if self.gather or (self.gather is None and is_distributed()):
-            z, groups = all_gather_cat(z), all_gather_cat(groups)
-            weight = None if weight is None else all_gather_cat(weight)
-        num_groups = self.num_groups
-        if num_groups is None and is_distributed() and groups.numel():
-            num_groups = int(groups.max()) + 1
-        values, valid = group_mmd(z, groups, weight, self.kernel, mode=self.mode, unbiased=self.unbiased,
-                                  num_groups=num_groups)
-        if self.mode == "pairwise":
-            valid = valid.triu(1)
-        if not bool(valid.any()):
-            return (z * 0).sum()  # one group only: nothing to compare, zero with a gradient
-        return values[valid].mean()
-
-    def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(kernel={self.kernel}, mode={self.mode!r}, "
-                f"unbiased={self.unbiased})")
+from .group_mmd_loss import MMDLoss  # noqa: E402,F401  (its former home)

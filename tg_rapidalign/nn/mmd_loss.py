@@ -8,9 +8,9 @@ from torch import Tensor
 
 from .._validation import check_choice
 from ..functional.mmd import kernel_cosine, kernel_mmd
-from ..kernels import GaussianKernel, KernelLike, _GaussianMixture
+from ..kernels import KernelLike, as_kernel_module
 from ..weights import normalize_weights
-from ._inputs import WeightSpec, pair_inputs, reduce_loss, resolve_types, resolve_weight
+from .inputs import WeightSpec, pair_inputs, reduce_loss, resolve_types, resolve_weight
 
 
 class KernelMMDLoss(torch.nn.Module):
@@ -51,8 +51,7 @@ class KernelMMDLoss(torch.nn.Module):
                  cutoff: Optional[float] = 4.0, similarity: str = "mmd",
                  reduction: str = "mean", backend: str = "auto", node_type: Optional[str] = None):
         super().__init__()
-        if not isinstance(kernel, _GaussianMixture):
-            kernel = GaussianKernel(float(kernel))
+        kernel = as_kernel_module(kernel)
         self.kernel = kernel
         self.weight = weight
         self.max_weight_ratio = max_weight_ratio

@@ -28,31 +28,42 @@ from torch import Tensor
 
 from ..segments import graph_sum
 
-try:
-    from .. import _C  # noqa: F401  (loading it registers the ops)
-    AVAILABLE = True
-except ImportError as err:  # pragma: no cover - depends on the install
-    AVAILABLE = False
-    warnings.warn(f"tg_rapidalign: the native extension is not built ({err}); using the pure-torch "
-                  "paths, which are slower. Reinstall with a C++ compiler available "
-                  "(bash scripts/setup.sh test) to build it.", RuntimeWarning, stacklevel=2)
-
-MAX_BANDS = 16
+_LIMIT_NAMES = ("MAX_BANDS", "MAX_DIM", "GRAPH_SCAN_POINTS", "ESTEP_GRAPH_POINTS", "WITH_CUDA", "ESTEP_CUDA")
 
 
-def supports(points: Tensor, bands: int = 1) -> bool:
-    """Whether the native ops handle these inputs: built, float32/float64 points
-    of dimension at most 3 (fewer are zero-padded) on CPU (or CUDA when compiled
-    with it), at most ``MAX_BANDS`` bands."""
-    if not AVAILABLE or bands > MAX_BANDS:
+def _load():
+    """``(module or None, reason)``: the extension if it is built and current."""
+    try:
+        from .. import _C  # loading it registers the ops
+    except ImportError as err:  # pragma: no cover - depends on the install
+        return None, f"the native extension is not built ({err})"
+    missing = [name for name in _LIMIT_NAMES if not hasattr(_C, name)]
+    if missing:  # pragma: no cover - an extension built from older sources
+        return None, f"the built native extension is out of date (it lacks {', '.join(missing)})"
+    return _C, ""
+
+
+_C, UNAVAILABLE_REASON = _load()
+AVAILABLE = _C is not None
+if not AVAILABLE:  # pragma: no cover - depends on the install
+    warnings.warn(f"tg_rapidalign: {UNAVAILABLE_REASON}; using the pure-torch paths, which are slower. "
+                  "Reinstall with a C++ compiler available (bash scripts/setup.sh test) to build it.",
+                  RuntimeWarning, stacklevel=2)
+
+#: The native kernels' capability limits, as compiled into the extension
+#: (``csrc/common/limits.h``): ``MAX_BANDS``, ``MAX_DIM``, ``GRAPH_SCAN_POINTS``
+#: (graphs up to this size are scanned whole), ``ESTEP_GRAPH_POINTS`` (the
+#: one-pass E-step's largest graph), ``WITH_CUDA``, ``ESTEP_CUDA``. Empty
+#: without the extension.
+LIMITS = {name: int(getattr(_C, name)) for name in _LIMIT_NAMES} if AVAILABLE else {}
+
+
+def has_kernel(op: str, device: torch.device) -> bool:
+    """Whether the extension registered a kernel of ``tg_rapidalign::op`` for this device."""
+    if not AVAILABLE:
         return False
-    if points.dim() != 2 or not 1 <= points.size(1) <= 3:
-        return False
-    if points.dtype not in (torch.float32, torch.float64):
-        return False
-    if points.is_cuda:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("tg_rapidalign::kernel_row_sums", "CUDA")
-    return points.device.type == "cpu"
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"tg_rapidalign::{op}", key)
 
 
 def _radius(r: Optional[float]) -> float:
@@ -142,17 +153,6 @@ def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor,
     return 2 * half - half.detach()
 
 
-# Graphs up to this many points per side take the per-graph E-step op (it scans
-# every pair of a graph, as the row sums do for graphs of that size).
-ESTEP_GRAPH_POINTS = 256
-
-
-def estep_moments_supported(x: Tensor, sigmas: Tensor, largest: int) -> bool:
-    """Whether :func:`estep_moments` applies: built, CPU, one band, small graphs."""
-    return (AVAILABLE and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and x.size(1) == 3 and sigmas.numel() == 1 and largest <= ESTEP_GRAPH_POINTS)
-
-
 def estep_moments(x: Tensor, y: Tensor, q: Tensor, p: Tensor, batch_x: Tensor, batch_y: Tensor, R: Tensor,
                   t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
     r"""The alignment E-step's moments per graph in one pass, ``[B, 18]``: with
@@ -163,16 +163,6 @@ def estep_moments(x: Tensor, y: Tensor, q: Tensor, p: Tensor, batch_x: Tensor, b
     batches; not differentiable (the pose step is a constant of the gradient)."""
     return torch.ops.tg_rapidalign.estep_moments(x, y, q, p, batch_x, batch_y, R, t, sigmas.to(x.dtype),
                                                  coefs.to(x.dtype), _radius(r), num_graphs)
-
-
-def polar_supported(S: Tensor) -> bool:
-    """Whether :func:`special_polar3` handles ``S``: built for its device, float32/float64 ``[B, 3, 3]``."""
-    if not AVAILABLE or S.dim() != 3 or S.shape[1:] != (3, 3) or S.dtype not in (torch.float32,
-                                                                                 torch.float64):
-        return False
-    if S.is_cuda:
-        return torch._C._dispatch_has_kernel_for_dispatch_key("tg_rapidalign::special_polar3", "CUDA")
-    return S.device.type == "cpu"
 
 
 def special_polar3(S: Tensor) -> Tensor:

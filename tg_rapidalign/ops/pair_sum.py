@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .gaussian import band_exp, band_setup, exponent_block
 from .tiles import TileLayout, build_tiles, tile_pairs
 
 TILE_SIZE = 32
@@ -58,52 +59,23 @@ def _padded(values: Tensor, layout: TileLayout) -> Tensor:
     return out * layout.valid.unsqueeze(-1).to(out.dtype)
 
 
-# Exponent given to pairs beyond the cutoff: exp(-80) < 2e-35 is a numerical zero
-# for any kernel sum, and (unlike -inf or an underflowing value) keeps exp on
-# its fast vectorised path.
-_FLOOR = -80.0
-
-
 def _moments(p: Tensor, c: Tensor, layout: TileLayout) -> Tensor:
     """``[c (x) (p - tile centre) | c]`` per tile slot: ``[nt, T, C * (D + 1)]``."""
     rel = p - layout.center.unsqueeze(1)
     return torch.cat([(c.unsqueeze(-1) * rel.unsqueeze(-2)).flatten(2), c], -1)
 
 
-def _cut_threshold(scale: Tensor, r2: Optional[float]) -> Optional[float]:
-    """The largest exponent to drop: just below ``-scale * r2`` in the working
-    dtype, so that ``threshold_`` (which replaces ``x <= t``) keeps ``d2 == r2``."""
-    if r2 is None:
-        return None
-    t = (-scale.detach() * r2).cpu()
-    return float(torch.nextafter(t, torch.tensor(-float("inf"), dtype=t.dtype)))
-
-
 def _exponent(pa: Tensor, pb: Tensor, center: Tensor, scale: Tensor,
-              cut: Optional[float], floor: float) -> Tuple[Tensor, Tensor, Tensor]:
+              threshold: Optional[float], floor: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns the centred blocks ``A``, ``B`` and ``E = -scale * ||a_i - b_j||^2``,
-    set to ``floor`` beyond the cutoff.
-
-    Both blocks are centred on a tile centre, so the expansion
-    ``|a|^2 + |b|^2 - 2 a.b`` loses little to cancellation; the three terms come
-    out of one batched product of augmented ``[P, T, D + 2]`` blocks.
-    """
+    set to ``floor`` beyond the cutoff. Both blocks are centred on a tile centre,
+    so the expansion in :func:`.gaussian.exponent_block` loses little to cancellation."""
     A = pa - center.unsqueeze(1)
     B = pb - center.unsqueeze(1)
-    ones = torch.ones_like(A[..., :1])
-    a_aug = torch.cat([A, A.pow(2).sum(-1, keepdim=True), ones], -1)
-    b_aug = torch.cat([B * (2 * scale), -scale * ones, -scale * B.pow(2).sum(-1, keepdim=True)], -1)
-    E = torch.matmul(a_aug, b_aug.transpose(1, 2))
-    if cut is not None:
-        torch.nn.functional.threshold_(E, cut, floor)
+    E = exponent_block(A, B, scale)
+    if threshold is not None:
+        torch.nn.functional.threshold_(E, threshold, floor)
     return A, B, E
-
-
-def _band_exp(E: Tensor, factor: Optional[Tensor], inplace: bool) -> Tensor:
-    """``exp(factor * E)``, with exponents floored at ``_FLOOR``."""
-    if factor is None:
-        return E.clamp_min_(_FLOOR).exp_() if inplace else E.clamp_min(_FLOOR).exp_()
-    return (E * factor).clamp_min_(_FLOOR).exp_()
 
 
 def _tiles_of(plan: PairPlan, pos_a, coef_a, pos_b, coef_b):
@@ -112,19 +84,6 @@ def _tiles_of(plan: PairPlan, pos_a, coef_a, pos_b, coef_b):
     if plan.symmetric:
         return pa, ca, pa, ca
     return pa, ca, _padded(pos_b, plan.b), _padded(coef_b, plan.b)
-
-
-def band_setup(sigmas: Tensor, r2: Optional[float]):
-    """``1 / 2 sigma_b^2``, whether single-band, the scale folded into the block
-    exponent (``1 / 2 sigma^2`` for one band, else 1), the cutoff threshold of
-    that exponent, and the value given to it beyond the cutoff: low enough that
-    every band's exponent is at most ``_FLOOR`` (for several bands the block
-    exponent is ``-d^2``, which band ``b`` multiplies by ``1 / 2 sigma_b^2``)."""
-    inv = 0.5 / (sigmas * sigmas)
-    single = sigmas.numel() == 1
-    base_scale = inv[0] if single else torch.ones_like(inv[0])
-    floor = _FLOOR if single else _FLOOR / float(inv.detach().min())
-    return inv, single, base_scale, _cut_threshold(base_scale, r2), floor
 
 
 def _sym(gs: Tensor, offdiag: Tensor) -> Tensor:
@@ -151,9 +110,9 @@ class _TiledPairSum(torch.autograd.Function):
             _, _, E = _exponent(pa[ia], pb[ib], plan.b.center[ib], base_scale, cut, floor)
             cbi = cb[ib]
             if single:
-                kc = torch.bmm(_band_exp(E, None, True), cbi) * coefs[0]
+                kc = torch.bmm(band_exp(E, None, True), cbi) * coefs[0]
             else:
-                kc = sum(torch.bmm(_band_exp(E, inv[b], False), cbi) * coefs[b]
+                kc = sum(torch.bmm(band_exp(E, inv[b], False), cbi) * coefs[b]
                          for b in range(sigmas.numel()))
             s = torch.bmm(ca[ia].transpose(1, 2), kc)
             if plan.symmetric:
@@ -203,7 +162,7 @@ class _TiledPairSum(torch.autograd.Function):
             rhs_a = torch.cat([U, qa[ia]], -1) if nc_b else qa[ia]
             m1 = m2 = None
             for band in range(sigmas.numel()):
-                e = _band_exp(E, None, not need_sig) if single else _band_exp(E, inv[band], False)
+                e = band_exp(E, None, not need_sig) if single else band_exp(E, inv[band], False)
                 if need_sig:
                     # d/dsigma exp(-d2 / 2 s^2) = exp(.) d2 / s^3, with d2 = -E / base_scale
                     w = torch.bmm(e * E, cbi)

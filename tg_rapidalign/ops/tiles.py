@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..neighbors.grid import grid_radius
+from .grid import grid_radius
 
 # Tile pairs enumerated exhaustively below this count; above it, candidate
 # tiles are found with a grid search on the tile centres.

@@ -139,7 +139,7 @@ def _subset_nodes(data: Data, mask: Tensor) -> Data:
 
 class RigidSubpartDisplacement(_Corruption):
     r"""Moves a connected sub-part rigidly: a breadth-first region of about half
-    the nodes (grown over ``edge_index``; over the nearest neighbours when the
+    the nodes (grown over ``edge_index``; over the nearest neighbors when the
     graph has no edges) from a random seed node is rotated by the angle
     :math:`\lambda \pi / 2` about a random axis through its centroid and shifted by
     :math:`\lambda L / 2` in a random direction (:math:`L` as in :class:`GaussianNoise`).
@@ -166,14 +166,14 @@ class RigidSubpartDisplacement(_Corruption):
         size = max(1, int(round(self.fraction * n)))
         start = int(torch.randint(n, (1,), generator=self.generator))
         if data.edge_index is not None and data.edge_index.numel() > 0:
-            neighbours = [[] for _ in range(n)]
+            neighbors = [[] for _ in range(n)]
             for i, j in data.edge_index.t().tolist():
-                neighbours[i].append(j)
-                neighbours[j].append(i)
+                neighbors[i].append(j)
+                neighbors[j].append(i)
             order, seen = [start], {start}
             head = 0
             while head < len(order) and len(order) < size:
-                for j in neighbours[order[head]]:
+                for j in neighbors[order[head]]:
                     if j not in seen:
                         seen.add(j)
                         order.append(j)

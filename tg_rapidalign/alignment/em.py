@@ -1,0 +1,132 @@
+r"""The pose: starting poses, then EM / MM steps on an evaluator.
+
+:func:`solve_pose` is the stage of the alignment pipeline that turns centred
+inputs into a pose per graph: a start (the paired Kabsch pose, the identity,
+or the best of 4 / 24 principal-axes candidates, each refined), then
+:class:`EMSteps` (the kernel E-step of the loss's own kernel, or CPD's robust
+E-step) with the pose from the moments (:func:`.pose.pose_from_moments`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from ..weights import normalize_weights
+from .evaluators import make_evaluator
+from .pose import axis_candidates, kabsch, pose_from_moments, signed_permutations, special_polar
+
+
+@dataclass
+class EMSteps:
+    """The EM / MM iterations of the pose from a starting pose, on any evaluator."""
+    iterations: int
+    estep: str
+    sigmas: Tensor
+    coefs: Tensor
+    r: Optional[float]         # neighbor radius of the kernel E-step
+    cutoff: Optional[float]    # in bandwidths, for the robust E-step's own radius
+    pose_reg: float
+    blend: float
+    refresh: bool
+    outlier_weight: float
+    min_sigma: float
+    s_max: float
+
+    def run(self, ev, R: Tensor, t: Tensor, spread: Tensor):
+        """Returns ``(R, t, history [iterations, B] or None, sigma^2 [B] or None, fixed neighbors)``."""
+        anchor = R.detach()
+        reg = self.pose_reg * spread if self.pose_reg > 0 else None
+        robust = self.estep == "robust"
+        fixed = None if self.refresh or robust else ev.neighbors(R, t, self.r)
+        history, sig2 = [], None
+        if robust:
+            floor = self.min_sigma ** 2
+            # CPD's start: the mean squared distance of all pairs, per axis.
+            sig2 = ((6 * spread + t.pow(2).sum(-1)) / 3).clamp_min(floor)
+            vol = ev.bounding_volume(self.s_max)
+            ratio = self.outlier_weight / (1 - self.outlier_weight)
+        for _ in range(self.iterations):
+            if robust:
+                # Uniform outlier density 1 / volume against the Gaussian's normaliser.
+                c = ratio * (2 * math.pi * sig2) ** 1.5 / vol
+                mom = ev.robust_estep(R, t, sig2, c, self.cutoff)
+            else:
+                kap, mom = ev.estep(R, t, self.sigmas, self.coefs, self.r, fixed)
+                history.append(kap.detach())
+            R_new, t_new, var = pose_from_moments(mom, R, t, reg, anchor)
+            if self.blend > 0:
+                R_new = special_polar((1 - self.blend) * R_new + self.blend * R)
+                t_new = (1 - self.blend) * t_new + self.blend * t
+            R, t = R_new, t_new
+            if robust:
+                sig2 = torch.where(mom.mass > 0, var.clamp_min(floor), sig2)
+        hist = None if robust else (torch.stack(history) if history else R.new_zeros(0, R.size(0)))
+        return R, t, hist, sig2, fixed
+
+
+class Solved(NamedTuple):
+    """The pose stage's output, per graph of the batch."""
+    R: Tensor                   # [B, 3, 3]
+    t: Tensor                   # [B, 3], in the centred frames
+    history: Optional[Tensor]   # [iterations, B] kappa of the kernel E-step
+    sigma2: Optional[Tensor]    # [B] final robust bandwidth squared
+    fixed: Optional[object]     # neighbors kept fixed (refresh_neighbors=False)
+
+
+class Centred(NamedTuple):
+    """The centred batch the pose stage works on."""
+    x: Tensor
+    y: Tensor
+    batch_x: Tensor
+    batch_y: Tensor
+    q: Tensor
+    p: Tensor
+    num_graphs: int
+
+
+def solve_pose(ev, data: Centred, em: EMSteps, init: str, full: bool, spread: Tensor,
+               covariances, backend: str, radius_backend: str) -> Solved:
+    """Start poses and EM steps (tracked by autograd only when ``full``)."""
+    B = data.num_graphs
+    zero_t = data.x.new_zeros(B, 3)
+    with torch.set_grad_enabled(full and torch.is_grad_enabled()):
+        if init in ("paired", "identity"):
+            if init == "paired":
+                args = (data.x, data.y, data.q * data.p)
+                x, y, w = args if full else [v.detach() for v in args]
+                R, t = kabsch(x, y, normalize_weights(w, data.batch_x, B, x.dtype), data.batch_x, B)
+            else:
+                R, t = torch.eye(3, dtype=data.x.dtype, device=data.x.device).expand(B, 3, 3), zero_t
+            return Solved(*em.run(ev if full else ev.detached(), R, t, spread))
+        return _best_of_axis_starts(ev, data, em, init, full, spread, covariances, backend, radius_backend)
+
+
+def _best_of_axis_starts(ev, data: Centred, em: EMSteps, init: str, full: bool, spread: Tensor,
+                         covariances, backend: str, radius_backend: str) -> Solved:
+    """EM from every principal-axes candidate (the batch replicated K times);
+    the best final kappa wins."""
+    B, x = data.num_graphs, data.x
+    G = signed_permutations(4 if init == "principal_axes" else 24, x.dtype, x.device)
+    cand = axis_candidates(*covariances, G)  # [K, B, 3, 3]
+    K = cand.size(0)
+    rep = [torch.cat([v] * K) for v in (data.x, data.y, data.q, data.p)]
+    if not full:
+        rep = [v.detach() for v in rep]
+    shift = torch.arange(K, device=x.device) * B
+    bx_rep = (data.batch_x.unsqueeze(0) + shift.unsqueeze(1)).flatten()
+    by_rep = (data.batch_y.unsqueeze(0) + shift.unsqueeze(1)).flatten()
+    ev_rep = make_evaluator(backend, radius_backend, rep[0], rep[1], bx_rep, by_rep, rep[2], rep[3], K * B)
+    zero_t = x.new_zeros(B, 3)
+    R, t, history, sig2, fixed = em.run(ev_rep, cand.reshape(-1, 3, 3), zero_t.repeat(K, 1), spread.repeat(K))
+    with torch.no_grad():
+        score = ev_rep.detached().correlation(R.detach(), t.detach(), em.sigmas.detach(), em.coefs.detach(),
+                                              em.r, fixed).view(K, B)
+    pick = score.argmax(0) * B + torch.arange(B, device=x.device)
+    if fixed is not None:  # the chosen copy's neighbors: those of its starting pose
+        fixed = ev.neighbors(cand.reshape(-1, 3, 3)[pick], zero_t, em.r)
+    return Solved(R[pick], t[pick], None if history is None else history[:, pick],
+                  None if sig2 is None else sig2[pick], fixed)
