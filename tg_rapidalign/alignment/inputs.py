@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
-from ..segments import graph_sum
+from ..numerics import centre
 from ..weights import normalize_weights
 from .em import Centred
 from .pose import weighted_covariance
@@ -38,10 +38,9 @@ def prepare(x: Tensor, y: Tensor, batch_x: Optional[Tensor], batch_y: Optional[T
                          "batch vectors (row i of x paired with row i of y)")
     q = normalize_weights(weight_x, batch_x, num_graphs, x.dtype, max_ratio=max_weight_ratio)
     p = normalize_weights(weight_y, batch_y, num_graphs, y.dtype, max_ratio=max_weight_ratio)
-    mu_x = graph_sum(q.unsqueeze(-1) * x, batch_x, num_graphs)
-    mu_y = graph_sum(p.unsqueeze(-1) * y, batch_y, num_graphs)
-    data = Centred(x - mu_x[batch_x], y - mu_y[batch_y], batch_x, batch_y, q, p, num_graphs)
-    return Prepared(data, mu_x, mu_y)
+    xc, mu_x = centre(x, q, batch_x, num_graphs)
+    yc, mu_y = centre(y, p, batch_y, num_graphs)
+    return Prepared(Centred(xc, yc, batch_x, batch_y, q, p, num_graphs), mu_x, mu_y)
 
 
 def second_moments(data: Centred, needed: bool, full: bool):

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import backends
+from ..numerics import centre
 from ..ops import native, small_linalg
 from ..segments import graph_sum
 
@@ -89,10 +90,10 @@ def kabsch(x: Tensor, y: Tensor, w: Tensor, batch: Tensor, num_graphs: int) -> T
     r"""``(R, t)`` minimising :math:`\sum_i w_i \lVert x_i - (R y_i + t)\rVert^2` per
     graph, for weights ``w`` normalised per graph (zero-mass graphs stay zero and
     get the identity): weighted centroids, the cross-covariance ``S`` (weights
-    enter once), its special polar factor and :math:`t = \bar{x} - R\bar{y}`."""
-    mx = graph_sum(w.unsqueeze(1) * x, batch, num_graphs)
-    my = graph_sum(w.unsqueeze(1) * y, batch, num_graphs)
-    xc, yc = x - mx[batch], y - my[batch]
+    enter once), its special polar factor and :math:`t = \bar{x} - R\bar{y}`.
+    Centroids are taken in float64 (:func:`~tg_rapidalign.numerics.centre`)."""
+    xc, mx = centre(x, w, batch, num_graphs)
+    yc, my = centre(y, w, batch, num_graphs)
     outer = (w.view(-1, 1, 1) * xc.unsqueeze(2) * yc.unsqueeze(1)).view(-1, 9)
     S = graph_sum(outer, batch, num_graphs).view(-1, 3, 3)
     R = special_polar(S)

@@ -14,6 +14,7 @@ The loss is a pipeline of named stages, each in :mod:`tg_rapidalign.alignment`:
 """
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple, Optional
 
 import torch
@@ -27,6 +28,7 @@ from ..alignment.inputs import prepare, second_moments
 from ..alignment.options import ESTEPS, INITS, OBJECTIVES, POSE_GRADS, AlignmentOptions, check_iterations
 from ..alignment.score import score
 from ..kernels import KernelLike, resolve_kernel
+from ..numerics import numeric_policy
 
 BACKENDS = backends.names("alignment")
 
@@ -44,7 +46,8 @@ def check_alignment_keywords(kwargs: dict) -> None:
     """Validates keyword arguments meant for :func:`se3_kernel_alignment` (as the
     loss module and the metric hold them), so that a bad value fails where it
     is given rather than at the first call."""
-    own = dict(se3_kernel_alignment.__kwdefaults__)
+    own = {name: p.default for name, p in inspect.signature(se3_kernel_alignment).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY}
     fields = AlignmentOptions.fields()
     unknown = set(kwargs) - set(own) - set(fields)
     if unknown:
@@ -68,6 +71,7 @@ class AlignmentResult(NamedTuple):
     sigma: Optional[Tensor]    #: [B] final bandwidth of the robust E-step
 
 
+@numeric_policy
 def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                          batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                          weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,

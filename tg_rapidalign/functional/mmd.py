@@ -18,6 +18,7 @@ from .._validation import (
     resolve_num_graphs,
 )
 from ..kernels import KernelLike, resolve_kernel, resolve_type_weight
+from ..numerics import numeric_policy
 from ..ops import native
 from ..ops.gaussian import cosine_from_sums, gaussian
 from ..ops.pair_sum import make_plan, tiled_pair_sum
@@ -101,6 +102,7 @@ def _typed_sums(fn, sigma, x, y, bx, by, wx, wy, type_x, type_y, sigmas, coefs, 
     return [beta * p + (1 - beta) * t for p, t in zip(plain, same)]
 
 
+@numeric_policy
 def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                 batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                 weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
@@ -157,6 +159,7 @@ def unbiased_self_sum(k: Tensor, w2: Tensor, n: Tensor, k0: Tensor) -> Tensor:
     return torch.where(ok, (k - w2 * k0) / denom, torch.zeros_like(k))
 
 
+@numeric_policy
 def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
@@ -233,6 +236,7 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     return kxx + kyy - 2 * s.kxy
 
 
+@numeric_policy
 def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                   batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                   weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,

@@ -8,10 +8,27 @@ from torch import Tensor
 
 from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
 from ..alignment import pose
+from ..numerics import centre, numeric_policy
 from ..segments import graph_sum
 from ..weights import normalize_weights
 
 
+def _paired_inputs(x, y, weight, batch, num_graphs):
+    """Checked paired point sets: ``(batch, normalised weights, num_graphs)``.
+    Normalised weights (zero-mass graphs stay zero) give the centroids directly,
+    and S up to a per-graph positive factor, which leaves its polar factor unchanged."""
+    check_positions(x, "x", dim=3)
+    check_positions(y, "y", dim=3)
+    check_same_space(x, y)
+    if x.size(0) != y.size(0):
+        raise ValueError(f"x and y must be paired (same number of rows), got {x.size(0)} and {y.size(0)}")
+    batch = check_batch(batch, x.size(0), "batch", x.device)
+    weight = check_weights(weight, x.size(0), "weight", x)
+    num_graphs = resolve_num_graphs(batch, batch, num_graphs, "batch", "batch")
+    return batch, normalize_weights(weight, batch, num_graphs, x.dtype), num_graphs
+
+
+@numeric_policy
 def special_polar(S: Tensor) -> Tensor:
     r"""The nearest proper rotation to each ``3 x 3`` matrix,
 
@@ -36,6 +53,7 @@ def special_polar(S: Tensor) -> Tensor:
     return pose.special_polar(S)
 
 
+@numeric_policy
 def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
                         batch: Optional[Tensor] = None,
                         num_graphs: Optional[int] = None) -> Tuple[Tensor, Tensor]:
@@ -66,20 +84,11 @@ def weighted_procrustes(x: Tensor, y: Tensor, weight: Optional[Tensor] = None,
     Returns:
         (torch.Tensor, torch.Tensor): :math:`R\ [B, 3, 3]` and :math:`\mathbf{t}\ [B, 3]`.
     """
-    check_positions(x, "x", dim=3)
-    check_positions(y, "y", dim=3)
-    check_same_space(x, y)
-    if x.size(0) != y.size(0):
-        raise ValueError(f"x and y must be paired (same number of rows), got {x.size(0)} and {y.size(0)}")
-    batch = check_batch(batch, x.size(0), "batch", x.device)
-    weight = check_weights(weight, x.size(0), "weight", x)
-    num_graphs = resolve_num_graphs(batch, batch, num_graphs, "batch", "batch")
-    # Normalised weights (zero-mass graphs stay zero): the centroids directly, and
-    # S up to a per-graph positive factor, which leaves its polar factor unchanged.
-    w = normalize_weights(weight, batch, num_graphs, x.dtype)
+    batch, w, num_graphs = _paired_inputs(x, y, weight, batch, num_graphs)
     return pose.kabsch(x, y, w, batch, num_graphs)
 
 
+@numeric_policy
 def kabsch_rmsd(x: Tensor, y: Tensor, weight: Optional[Tensor] = None, batch: Optional[Tensor] = None,
                 num_graphs: Optional[int] = None) -> Tensor:
     r"""Root-mean-square deviation of paired points after the optimal rigid
@@ -105,10 +114,13 @@ def kabsch_rmsd(x: Tensor, y: Tensor, weight: Optional[Tensor] = None, batch: Op
     Returns:
         torch.Tensor: :math:`[B]`.
     """
-    R, t = weighted_procrustes(x, y, weight, batch, num_graphs)
-    batch = check_batch(batch, x.size(0), "batch", x.device)
-    w = normalize_weights(check_weights(weight, x.size(0), "weight", x), batch, R.size(0), x.dtype)
-    moved = (R[batch] @ y.unsqueeze(2)).squeeze(2) + t[batch]
-    msd = graph_sum(w * (x - moved).pow(2).sum(1), batch, R.size(0))
+    batch, w, num_graphs = _paired_inputs(x, y, weight, batch, num_graphs)
+    # In the centred frames (float64 centroids): x - (R y + t) = xc - R yc, with no
+    # cancellation against the distance from the origin.
+    xc, _ = centre(x, w, batch, num_graphs)
+    yc, _ = centre(y, w, batch, num_graphs)
+    R, _ = pose.kabsch(xc, yc, w, batch, num_graphs)
+    moved = (R[batch] @ yc.unsqueeze(2)).squeeze(2)
+    msd = graph_sum(w * (xc - moved).pow(2).sum(1), batch, num_graphs)
     positive = msd > 0
     return torch.where(positive, torch.where(positive, msd, 1.0).sqrt(), 0.0)

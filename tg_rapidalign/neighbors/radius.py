@@ -15,6 +15,7 @@ from .._validation import (
     check_same_space,
     resolve_num_graphs,
 )
+from ..numerics import numeric_policy
 from ..ops import native
 from ..ops.grid import grid_radius, grid_radius_chunks
 
@@ -60,6 +61,7 @@ def _pyg_lib(x, y, r, batch_x, batch_y, cap, num_graphs):
     return radius(x, y, r, batch_x, batch_y, max_num_neighbors=cap, batch_size=num_graphs)
 
 
+@numeric_policy
 def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
                  batch_y: Optional[Tensor] = None, *, backend: str = "auto",
                  num_graphs: Optional[int] = None) -> Tensor:
