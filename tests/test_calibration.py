@@ -16,6 +16,7 @@ def chains(count=6, n=24, seed=0):
     return out
 
 
+@pytest.mark.full  # a calibration training run
 def test_fitting_improves_spearman_from_a_bad_kernel():
     bad = MultiBandGaussianKernel([0.02, 0.04], learnable=True)
     rep = calibrate_kernel(chains(), "noise", kernel=bad, levels=[0, 0.25, 0.5, 0.75, 1.0], steps=80,

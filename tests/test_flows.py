@@ -25,6 +25,7 @@ def test_one_step_is_the_witness_descent(method):
     assert torch.allclose(out, expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.full  # 300-step flows
 @pytest.mark.parametrize("method", ["drmmd", "mmd"])
 def test_flows_decrease_the_discrepancy(method):
     x, y = data(1)

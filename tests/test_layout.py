@@ -17,7 +17,7 @@ ROOT = pathlib.Path(tg_rapidalign.__file__).parent
 # Bottom-up. A unit may import from any unit of a strictly lower layer.
 LAYERS = [
     {"_C", "_validation", "segments", "version"},
-    {"ops"},                                   # native binding, Gaussian evaluation, tiles, grid
+    {"ops", "numerics"},                       # op bindings, Gaussian evaluation, tiles; dtype policy
     {"backends", "kernels", "weights", "schedules", "distributed"},
     {"neighbors", "stats"},
     {"alignment"},                             # the alignment loss's stages

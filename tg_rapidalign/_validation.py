@@ -128,3 +128,10 @@ def check_choice(value: str, name: str, choices: Tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
     return value
+
+
+def check_flag(value, name: str) -> bool:
+    """A ``bool`` argument (``TypeError`` naming ``name`` for anything else)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value

@@ -18,6 +18,7 @@ geometrically), the noise injection of Arbel et al.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Dict, List, Optional
 
 import torch
@@ -40,6 +41,24 @@ def exact_w2(x: Tensor, y: Tensor) -> float:
     cost = torch.cdist(x.detach().double().cpu(), y.detach().double().cpu()).pow(2).numpy()
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean()) ** 0.5
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return value
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 @dataclass
@@ -84,14 +103,16 @@ class DrMMDFlow:
         self.step_size = check_positive_scalar(step_size, "step_size")
         self.lr_min = (self.lam0 * self.step_size if lr_min is None
                        else check_positive_scalar(lr_min, "lr_min"))
+        noise, noise_decay = _real(noise, "noise"), _real(noise_decay, "noise_decay")
         if not (noise >= 0):
             raise ValueError(f"noise must be non-negative, got {noise}")
         if not (0 < noise_decay <= 1):
             raise ValueError(f"noise_decay must be in (0, 1], got {noise_decay}")
-        if not isinstance(record_every, int) or record_every < 1:
+        record_every = _count(record_every, "record_every")
+        if record_every < 1:
             raise ValueError(f"record_every must be a positive int, got {record_every!r}")
-        self.adaptive, self.noise, self.noise_decay = bool(adaptive), float(noise), float(noise_decay)
-        self.record_every, self.w2 = record_every, bool(w2)
+        self.adaptive, self.noise, self.noise_decay = _flag(adaptive, "adaptive"), noise, noise_decay
+        self.record_every, self.w2 = record_every, _flag(w2, "w2")
         self.y = target.detach().double()
         self.sigmas, self.coefs = (t.detach() for t in resolve_kernel(sigma, torch.float64, target.device))
         self.kyy = gaussian_gram(self.y, self.y, self.sigmas, self.coefs)
@@ -160,7 +181,9 @@ class DrMMDFlow:
 
     def run(self, x0: Tensor, steps: int, progress: bool = True, generator: Optional[torch.Generator] = None,
             ) -> FlowResult:
-        """Runs ``steps`` steps from the particles ``x0`` :math:`[N, d]`."""
+        """Runs ``steps`` steps from the particles ``x0`` :math:`[N, d]` (at least one)."""
+        if _count(steps, "steps") < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps}")
         check_positions(x0, "x0")
         check_same_space(x0.double(), self.y, "x0", "target")
         if x0.size(0) == 0:

@@ -24,6 +24,35 @@ identity kernel on types): pairs of different types count with the weight
 :math:`\beta`, the ``cross_type_weight`` of a :class:`MultiBandGaussianKernel`
 (learnable through :math:`\operatorname{logit} \beta`); for every other
 kernel :math:`\beta = 0` (only pairs of the same type interact).
+
+**Safe ranges.** The stored parameters are float64 and may be trained or
+loaded to any value, so :meth:`~BaseGaussianKernel.bands` clamps them before
+they reach an op:
+
+* :math:`\sigma_b` to :data:`SIGMA_RANGE` :math:`= [10^{-12}, 10^{12}]`
+  (:math:`\lvert\log\sigma_b\rvert \le 27.63`, :data:`LOG_SIGMA_LIMIT`);
+* the scale :math:`s` to :data:`SCALE_RANGE` :math:`= [10^{-12}, 10^{12}]`
+  (:data:`LOG_SCALE_LIMIT`);
+* the mixture logits :math:`\ell_b` and :math:`\operatorname{logit}\beta` to
+  :math:`\pm 40` (:data:`LOGIT_LIMIT`): mixture weights stay within a ratio of
+  :math:`e^{80}` and :math:`\beta` within :math:`4 \cdot 10^{-18}` of 0 or 1.
+
+These ranges hold in float32 as well as float64 (the ops compute float32 and
+half inputs in float32): :math:`1 / 2\sigma^2` lies in
+:math:`[5 \cdot 10^{-25}, 5 \cdot 10^{23}]` and :math:`s^2` in
+:math:`[10^{-24}, 10^{24}]`, all normal float32 numbers far from overflow
+(float32 holds up to :math:`3.4 \cdot 10^{38}`, float64 up to
+:math:`1.8 \cdot 10^{308}`). A bandwidth many orders of magnitude below the
+spread of the coordinates is still representable but resolves nothing: every
+kernel value between distinct points is 0. A parameter clamped at a
+bound gets a zero gradient (the clamp's), so an optimiser that drives
+:math:`\log\sigma` to :math:`-60` leaves the kernel at :math:`\sigma = 10^{-12}`
+with finite values and gradients instead of producing NaN or inf. The
+constructors refuse values outside these ranges, and
+:func:`~tg_rapidalign.io.load_kernel` refuses files that hold them.
+
+Bandwidths given as numbers or tensors are checked by :func:`resolve_kernel`
+against the compute dtype instead (see :func:`sigma_limits`).
 """
 from __future__ import annotations
 
@@ -38,6 +67,42 @@ from .ops.gaussian import gaussian
 
 KernelLike = Union[float, Tensor, "GaussianKernel", "MultiBandGaussianKernel"]
 
+#: The bandwidths a kernel module evaluates with (its ``log_sigma`` is clamped to
+#: the logarithms of these in :meth:`BaseGaussianKernel.bands`).
+SIGMA_RANGE = (1e-12, 1e12)
+#: ``|log sigma|`` bound of a kernel module, :math:`\log 10^{12} \approx 27.63`.
+LOG_SIGMA_LIMIT = math.log(SIGMA_RANGE[1])
+#: The global scales a kernel module evaluates with.
+SCALE_RANGE = (1e-12, 1e12)
+#: ``|log scale|`` bound of a kernel module.
+LOG_SCALE_LIMIT = math.log(SCALE_RANGE[1])
+#: Bound on the mixture logits and on ``logit(cross_type_weight)``: a weight
+#: :math:`e^{-80}` (or :math:`\beta` within :math:`4 \cdot 10^{-18}` of 0 or 1)
+#: changes no sum by more than that, and the value is finite in a JSON file.
+LOGIT_LIMIT = 40.0
+
+
+def clamp_log_sigma(log_sigma: Tensor) -> Tensor:
+    """``log_sigma`` clamped to ``[-LOG_SIGMA_LIMIT, LOG_SIGMA_LIMIT]`` (zero gradient outside)."""
+    return log_sigma.clamp(-LOG_SIGMA_LIMIT, LOG_SIGMA_LIMIT)
+
+
+def clamp_log_scale(log_scale: Tensor) -> Tensor:
+    """``log_scale`` clamped to ``[-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT]`` (zero gradient outside)."""
+    return log_scale.clamp(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT)
+
+
+def clamp_logits(logits: Tensor) -> Tensor:
+    """Logits clamped to ``[-LOGIT_LIMIT, LOGIT_LIMIT]`` (zero gradient outside)."""
+    return logits.clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
+
+
+def _check_in_range(value: float, name: str, bounds: Tuple[float, float]) -> float:
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{name} must be within [{bounds[0]:g}, {bounds[1]:g}] (the kernel "
+                         f"modules' safe range), got {value!r}")
+    return value
+
 
 class BaseGaussianKernel(torch.nn.Module):
     """The base of every kernel module: a Gaussian mixture given by :meth:`bands`."""
@@ -47,11 +112,12 @@ class BaseGaussianKernel(torch.nn.Module):
         raise NotImplementedError
 
     def type_weight(self) -> Optional[Tensor]:
-        """The cross-type weight :math:`\beta` (a 0-d tensor), or ``None`` (0)."""
+        r"""The cross-type weight :math:`\beta` (a 0-d tensor), or ``None`` (0)."""
         return None
 
     @property
     def max_sigma(self) -> float:
+        """The largest bandwidth (after the safe-range clamp), a float."""
         return float(self.bands()[0].detach().max())
 
     def forward(self, sqdist: Tensor) -> Tensor:
@@ -76,8 +142,8 @@ class GaussianKernel(BaseGaussianKernel):
     def __init__(self, sigma: float = 1.0, learnable: bool = False, scale: float = 1.0,
                  learnable_scale: bool = False):
         super().__init__()
-        sigma = check_positive_scalar(sigma, "sigma")
-        scale = check_positive_scalar(scale, "scale")
+        sigma = _check_in_range(check_positive_scalar(sigma, "sigma"), "sigma", SIGMA_RANGE)
+        scale = _check_in_range(check_positive_scalar(scale, "scale"), "scale", SCALE_RANGE)
         log_sigma = torch.tensor([math.log(sigma)], dtype=torch.float64)
         log_scale = torch.tensor(math.log(scale), dtype=torch.float64)
         if learnable:
@@ -91,15 +157,17 @@ class GaussianKernel(BaseGaussianKernel):
 
     @property
     def sigma(self) -> Tensor:
-        return self.log_sigma.exp()[0]
+        """The bandwidth (clamped to :data:`SIGMA_RANGE`), a 0-d tensor."""
+        return clamp_log_sigma(self.log_sigma).exp()[0]
 
     def bands(self) -> Tuple[Tensor, Tensor]:
-        return self.log_sigma.exp(), self.log_scale.exp().reshape(1)
+        """``(sigma [1], scale [1])``, clamped to the safe ranges (module docstring)."""
+        return clamp_log_sigma(self.log_sigma).exp(), clamp_log_scale(self.log_scale).exp().reshape(1)
 
     def __repr__(self) -> str:
         learn = isinstance(self.log_sigma, torch.nn.Parameter)
         return (f"{self.__class__.__name__}(sigma={float(self.sigma):.4g}, "
-                f"scale={float(self.log_scale.exp()):.4g}, learnable={learn})")
+                f"scale={float(clamp_log_scale(self.log_scale).exp()):.4g}, learnable={learn})")
 
 
 class MultiBandGaussianKernel(BaseGaussianKernel):
@@ -129,7 +197,8 @@ class MultiBandGaussianKernel(BaseGaussianKernel):
         super().__init__()
         if isinstance(sigmas, Tensor):
             sigmas = sigmas.detach().flatten().tolist()
-        sigmas = [check_positive_scalar(s, "sigmas") for s in sigmas]
+        sigmas = [_check_in_range(check_positive_scalar(s, "sigmas"), "sigmas", SIGMA_RANGE)
+                  for s in sigmas]
         if len(sigmas) == 0:
             raise ValueError("sigmas must hold at least one bandwidth")
         if weights is None:
@@ -139,10 +208,13 @@ class MultiBandGaussianKernel(BaseGaussianKernel):
         weights = [check_positive_scalar(w, "weights") for w in weights]
         if len(weights) != len(sigmas):
             raise ValueError(f"weights must have {len(sigmas)} entries, got {len(weights)}")
-        scale = check_positive_scalar(scale, "scale")
+        scale = _check_in_range(check_positive_scalar(scale, "scale"), "scale", SCALE_RANGE)
         log_sigma = torch.tensor([math.log(s) for s in sigmas], dtype=torch.float64)
         logits = torch.tensor([math.log(w) for w in weights], dtype=torch.float64)
         logits = logits - logits.mean()
+        if bool((logits.abs() > LOGIT_LIMIT).any()):
+            raise ValueError(f"weights: the mixture logits (log weights less their mean) must be "
+                             f"within +-{LOGIT_LIMIT:g}, got weights {weights}")
         log_scale = torch.tensor(math.log(scale), dtype=torch.float64)
         for name, value, learn in (("log_sigma", log_sigma, learnable),
                                    ("logits", logits, learnable),
@@ -164,22 +236,29 @@ class MultiBandGaussianKernel(BaseGaussianKernel):
                 self.register_buffer("type_logit", value)
 
     def type_weight(self) -> Optional[Tensor]:
-        return None if self.type_logit is None else torch.sigmoid(self.type_logit)
+        r""":math:`\beta = \sigma(\operatorname{logit}\beta)`, the logit clamped to
+        :math:`\pm` :data:`LOGIT_LIMIT`; ``None`` without a cross-type weight."""
+        return None if self.type_logit is None else torch.sigmoid(clamp_logits(self.type_logit))
 
     @property
     def sigmas(self) -> Tensor:
-        return self.log_sigma.exp()
+        """The bandwidths (clamped to :data:`SIGMA_RANGE`)."""
+        return clamp_log_sigma(self.log_sigma).exp()
 
     @property
     def mixture_weights(self) -> Tensor:
-        return torch.softmax(self.logits, dim=0)
+        r""":math:`\pi = \mathrm{softmax}(\boldsymbol{\ell})`, the logits clamped to :math:`\pm 40`."""
+        return torch.softmax(clamp_logits(self.logits), dim=0)
 
     @property
     def scale(self) -> Tensor:
-        return self.log_scale.exp()
+        """The global scale (clamped to :data:`SCALE_RANGE`)."""
+        return clamp_log_scale(self.log_scale).exp()
 
     def bands(self) -> Tuple[Tensor, Tensor]:
-        return self.log_sigma.exp(), self.log_scale.exp() * torch.softmax(self.logits, dim=0)
+        """``(sigmas [K], scale * softmax(logits) [K])``, every parameter clamped to
+        its safe range (module docstring) first."""
+        return self.sigmas, self.scale * self.mixture_weights
 
     def __repr__(self) -> str:
         fmt = ", ".join
@@ -192,31 +271,29 @@ class MultiBandGaussianKernel(BaseGaussianKernel):
                 f"scale={float(self.scale):.4g}{beta}, learnable={learn})")
 
 
-# logit(beta) is kept within +-40 (beta within 4e-18 of 0 or 1): finite in a JSON
-# file, and a weight that small changes no sum by more than that.
-_LOGIT_LIMIT = 40.0
-
-
 def _logit(beta: float) -> float:
+    # logit(beta) is kept within +-LOGIT_LIMIT (beta within 4e-18 of 0 or 1).
     if beta <= 0.0:
-        return -_LOGIT_LIMIT
+        return -LOGIT_LIMIT
     if beta >= 1.0:
-        return _LOGIT_LIMIT
-    return max(-_LOGIT_LIMIT, min(_LOGIT_LIMIT, math.log(beta) - math.log1p(-beta)))
+        return LOGIT_LIMIT
+    return max(-LOGIT_LIMIT, min(LOGIT_LIMIT, math.log(beta) - math.log1p(-beta)))
 
 
-def as_kernel_module(kernel: KernelLike) -> BaseGaussianKernel:
-    """A kernel module as given, or a fixed :class:`GaussianKernel` of a bandwidth."""
+def as_kernel_module(kernel: KernelLike, name: str = "kernel") -> BaseGaussianKernel:
+    """A kernel module as given, or a fixed :class:`GaussianKernel` of a bandwidth
+    (a positive number or one-element tensor within :data:`SIGMA_RANGE`); anything
+    else raises a ``TypeError`` or ``ValueError`` naming ``name``."""
     if isinstance(kernel, BaseGaussianKernel):
         return kernel
     if isinstance(kernel, torch.nn.Module):
-        raise TypeError(f"kernel must be a bandwidth or a Gaussian kernel module, got "
+        raise TypeError(f"{name} must be a bandwidth or a Gaussian kernel module, got "
                         f"{type(kernel).__name__}")
-    return GaussianKernel(float(kernel))
+    return GaussianKernel(_check_in_range(check_positive_scalar(kernel, name), name, SIGMA_RANGE))
 
 
 def resolve_type_weight(sigma: KernelLike, dtype: torch.dtype, device) -> Tensor:
-    """The cross-type weight :math:`\beta` of ``sigma`` (0 unless it is a kernel
+    r"""The cross-type weight :math:`\beta` of ``sigma`` (0 unless it is a kernel
     module with a ``cross_type_weight``), as a 0-d tensor."""
     beta = sigma.type_weight() if isinstance(sigma, BaseGaussianKernel) else None
     if beta is None:
@@ -228,11 +305,36 @@ def resolve_type_weight(sigma: KernelLike, dtype: torch.dtype, device) -> Tensor
 evaluate_bands = gaussian
 
 
+def sigma_limits(dtype: torch.dtype) -> Tuple[float, float]:
+    r"""The bandwidths :func:`resolve_kernel` accepts for a computation in ``dtype``:
+    :math:`[8\sqrt{t},\ 1 / (8\sqrt{t})]` with :math:`t` =
+    ``torch.finfo(dtype).tiny``, the smallest normal number of the compute dtype
+    (float64 for float64, float32 for every other dtype, as the ops compute).
+
+    Within it both :math:`\sigma^2` and :math:`1 / 2\sigma^2` are normal,
+    finite numbers with a factor of at least 32 to spare (:math:`1 / 2\sigma^2
+    \le` ``finfo.max`` / 512 at the lower end, :math:`\ge 32 t` at the upper),
+    so the kernel's exponent never overflows (a bandwidth below the range makes
+    :math:`1 / 2\sigma^2` infinite: NaN at distance 0) and never underflows to 0
+    (above it, every kernel value would be exactly the scale, the kernel blind to
+    distances). In float32 that is :math:`[8.7 \cdot 10^{-19}, 1.2 \cdot 10^{18}]`,
+    in float64 :math:`[1.2 \cdot 10^{-153}, 8.4 \cdot 10^{152}]`; the kernel
+    modules' :data:`SIGMA_RANGE` lies inside both. Squared distances far larger
+    than :math:`\sigma^2` still give kernel values of 0, as they should.
+    """
+    finfo = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32)
+    low = 8.0 * math.sqrt(finfo.tiny)
+    return low, 1.0 / low
+
+
 def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tensor, Tensor]:
     """Turns a float, a 0-d tensor or a kernel module into ``(sigmas [K], coefs [K])``.
 
     Gradients flow from the returned tensors to a tensor ``sigma`` or to the
-    module's parameters.
+    module's parameters. Every bandwidth must lie within :func:`sigma_limits` of
+    ``dtype`` and every coefficient be finite and non-negative, else a
+    ``ValueError`` naming ``sigma`` is raised (a kernel module's clamped bands
+    always pass).
     """
     if isinstance(sigma, BaseGaussianKernel):
         sigmas, coefs = sigma.bands()
@@ -252,8 +354,17 @@ def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tenso
         value = check_positive_scalar(sigma, "sigma")
         sigmas = torch.tensor([value], dtype=dtype, device=device)
         coefs = torch.ones(1, dtype=dtype, device=device)
+    low, high = sigma_limits(dtype)
+    checked = sigmas.detach().to(torch.float64)
+    if not bool(((checked >= low) & (checked <= high)).all()):  # one sync; NaN fails too
+        if not bool(torch.isfinite(checked).all()) or bool((checked <= 0).any()):
+            raise ValueError("sigma: every bandwidth must be positive and finite")
+        raise ValueError(f"sigma: every bandwidth must be within [{low:.3g}, {high:.3g}] to compute in "
+                         f"{dtype} (1/(2 sigma^2) must neither overflow nor underflow; see "
+                         f"kernels.sigma_limits), got {checked.tolist()}")
+    checked = coefs.detach().to(torch.float64)
+    if not bool(((checked >= 0) & torch.isfinite(checked)).all()):
+        raise ValueError("sigma: the kernel's coefficients must be finite and non-negative")
     sigmas = sigmas.to(device=device, dtype=dtype)
     coefs = coefs.to(device=device, dtype=dtype)
-    if not bool(torch.isfinite(sigmas).all()) or bool((sigmas <= 0).any()):
-        raise ValueError("sigma: every bandwidth must be positive and finite")
     return sigmas, coefs

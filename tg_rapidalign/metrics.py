@@ -4,6 +4,11 @@ r"""Streaming evaluation metrics over (prediction, target) ``Batch`` pairs.
 installed (``update`` / ``compute`` / ``reset``, DDP syncing, use in Lightning)
 and otherwise a ``torch.nn.Module`` with the same methods whose ``compute``
 sums its states over ``torch.distributed`` ranks itself.
+
+Its running sums are *persistent* states in both cases: they are part of the
+metric's ``state_dict()`` (plain tensors, loadable with
+``torch.load(..., weights_only=True)``), so an evaluation saved half-way and
+loaded into a fresh metric continues where it stopped.
 """
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from typing import Callable, Dict, Optional, Union
 import torch
 from torch import Tensor
 
+from ._validation import check_flag
 from .functional.alignment import check_alignment_keywords, se3_kernel_alignment
 from .functional.procrustes import kabsch_rmsd
-from .kernels import KernelLike
-from .nn.inputs import WeightSpec, resolve_weight
+from .kernels import BaseGaussianKernel, KernelLike, as_kernel_module
+from .nn.inputs import WeightSpec, check_weight_spec, resolve_weight
 from .segments import graph_sizes
 
 try:  # pragma: no cover - exercised by whichever is installed
@@ -29,7 +35,11 @@ class StreamingMetric(torch.nn.Module):
     """The part of ``torchmetrics.Metric`` this library needs, for when
     torchmetrics is absent: sum states registered by :meth:`add_state`,
     :meth:`reset`, and a :meth:`compute` that sees the states summed over
-    ``torch.distributed`` ranks (the local states are left as they were)."""
+    ``torch.distributed`` ranks (the local states are left as they were).
+
+    As in torchmetrics, a state added with ``persistent=True`` is saved in
+    ``state_dict()`` and restored by ``load_state_dict()``; a state dict that
+    lacks it (saved before it was persistent) leaves it as it is."""
 
     full_state_update = False
 
@@ -43,11 +53,20 @@ class StreamingMetric(torch.nn.Module):
         if compute is not None and not getattr(compute, "synced", False):
             cls.compute = _synced(compute)
 
-    def add_state(self, name: str, default: Tensor, dist_reduce_fx: str = "sum", **kwargs) -> None:
+    def add_state(self, name: str, default: Tensor, dist_reduce_fx: str = "sum",
+                  persistent: bool = False) -> None:
         if dist_reduce_fx != "sum":
             raise ValueError(f"dist_reduce_fx must be 'sum' here, got {dist_reduce_fx!r}")
         self._defaults[name] = default.clone()
-        self.register_buffer(name, default.clone(), persistent=False)
+        self.register_buffer(name, default.clone(), persistent=bool(persistent))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        before = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        states = {prefix + name for name in self._defaults}
+        missing_keys[before:] = [k for k in missing_keys[before:] if k not in states]
 
     def reset(self) -> None:
         for name, default in self._defaults.items():
@@ -88,6 +107,9 @@ def _apply_per_graph(transform: Callable, data):
     return transform(copy.copy(data))
 
 
+_STATES = ("loss_sum", "cosine_sum", "rmsd_sum", "graphs")
+
+
 class _AlignmentScores:
     r"""Mean scores over every graph seen by :meth:`update` since :meth:`reset`:
 
@@ -97,6 +119,11 @@ class _AlignmentScores:
       :math:`\kappa(R^\star, t^\star) / \sqrt{\kappa_{XX}\kappa_{YY}}` in (0, 1];
     * ``rmsd``: Kabsch-aligned RMSD (:func:`~tg_rapidalign.kabsch_rmsd`), for
       predictions that keep the target's nodes in order (``rmsd=True``).
+
+    The running sums (``loss_sum``, ``cosine_sum``, ``rmsd_sum``, ``graphs``)
+    are persistent states: ``state_dict()`` holds them and ``load_state_dict()``
+    restores them, so an evaluation resumed from a checkpoint gives the same
+    means as one run without interruption.
 
     An optional PyG :obj:`transform` is applied to each prediction and target
     graph before scoring. All three scores are invariant to rigid motions of
@@ -131,13 +158,29 @@ class _AlignmentScores:
         check_alignment_keywords(options)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
+        if not isinstance(kernel, BaseGaussianKernel):
+            as_kernel_module(kernel, "kernel")  # checks a bandwidth; the number itself is kept
         self.kernel = kernel
         self.transform = transform
-        self.rmsd = bool(rmsd)
-        self.weight = weight
+        self.rmsd = check_flag(rmsd, "rmsd")
+        self.weight = check_weight_spec(weight, "weight")
         self.options = options
-        for name in ("loss_sum", "cosine_sum", "rmsd_sum", "graphs"):
-            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # Persistent: the running sums are in state_dict(), so a saved evaluation resumes.
+        for name in _STATES:
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum",
+                           persistent=True)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        devices = {name: getattr(self, name).device for name in _STATES}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for name in _STATES:
+            # update() adds in place: own the tensors (torchmetrics keeps the loaded
+            # objects, which would alias the caller's state dict), on the metric's device.
+            setattr(self, name, getattr(self, name).detach().to(devices[name]).clone())
+        if getattr(self, "_computed", None) is not None:
+            self._computed = None  # torchmetrics' cached compute() predates the load
 
     def update(self, pred, target) -> None:
         """Scores one batch of (prediction, target) graphs (``Data``/``Batch`` with ``pos``)."""

@@ -247,6 +247,7 @@ def test_kappa_never_decreases_with_fixed_neighbors(n, m, sigma, cutoff, multiba
         assert bool((h[1:] >= h[:-1] * (1 - 1e-12) - 1e-300).all()), h
 
 
+@pytest.mark.full  # long gradcheck
 def test_gradcheck_through_the_pose():
     gen = torch.Generator().manual_seed(4)
     x = (torch.randn(9, 3, dtype=torch.float64, generator=gen)).requires_grad_(True)
@@ -295,6 +296,7 @@ def test_gradcheck_through_the_pose():
         assert torch.allclose(gp, fd, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.full  # 300 iterations, differentiated through
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_detached_gradient_is_the_full_gradient_at_convergence(backend):
     """Envelope theorem: at a converged pose the detached-pose gradient equals
@@ -313,6 +315,7 @@ def test_detached_gradient_is_the_full_gradient_at_convergence(backend):
     assert not torch.allclose(grads["detach", 1], grads["full", 1], atol=1e-4)
 
 
+@pytest.mark.full  # many alignments
 def test_partial_overlap_and_outliers_robust_estep():
     """30% of one cloud cropped, 10% outliers: the robust E-step recovers the pose
     to under a degree, the kernel E-step with a fixed sigma does not."""

@@ -67,6 +67,7 @@ def test_unbiased_matches_textbook_u_statistic():
         assert rel(out, ref_unbiased_mmd(x, y, 0.3).view(1)) < 1e-10
 
 
+@pytest.mark.full  # large inputs
 def test_large_tiled_matches_dense_float32_and_float64():
     x, bx = random_batch([1500, 600], dtype=torch.float64)
     y, by = random_batch([1200, 900], dtype=torch.float64)
@@ -118,6 +119,7 @@ def test_gradcheck_kernel_parameters(backend):
         lambda s: kernel_cosine(x, y, bx, by, sigma=s, cutoff=None, backend=backend), (sigma,))
 
 
+@pytest.mark.full  # long gradcheck
 def test_gradcheck_tiled_with_cutoff_and_many_tiles():
     # Several tiles per graph, off-diagonal tile pairs and truncation in play.
     x, bx = random_batch([90, 70])

@@ -55,6 +55,7 @@ def test_float_bandwidth_with_types_keeps_same_type_pairs_only():
     assert torch.allclose(stacked(got), ref_sums(x, y, bx, by, wx, wy, [0.3], tx=tx, ty=ty, beta=0.0))
 
 
+@pytest.mark.full  # long gradcheck
 @pytest.mark.parametrize("backend", ["dense"] + (["native"] if native.AVAILABLE else []))
 def test_gradcheck_positions_weights_bandwidths_and_beta(backend):
     x, y, bx, by, wx, wy, tx, ty = typed_case(2)

@@ -120,6 +120,7 @@ def test_external_backend_adapter(monkeypatch):
     assert calls["cap"] >= len(x)  # never caps neighbors
 
 
+@pytest.mark.full  # large inputs
 def test_grid_chunks_are_whole_rows_and_cover_every_pair():
     from tg_rapidalign.ops.grid import grid_radius_chunks
     x, bx = random_batch([300, 5, 200], dtype=torch.float64)

@@ -44,6 +44,7 @@ def test_row_sums_match_dense_reference(device, r, bands, channels):
     assert torch.allclose(out32.cpu().double(), ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.full  # gradchecks (native gradients: test_native_mmd_gradients_match_dense)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bands,channels", SHAPES)
 def test_row_sums_gradcheck(device, bands, channels):
@@ -292,6 +293,7 @@ def test_special_polar3_is_a_nearest_rotation_also_for_ties(rank, seed, repeated
         assert torch.equal(R, torch.eye(3, dtype=torch.float64))
 
 
+@pytest.mark.full  # gradcheck
 def test_special_polar_uses_the_op_only_without_a_gradient():
     from tg_rapidalign import special_polar
 

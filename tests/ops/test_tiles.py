@@ -30,6 +30,7 @@ def test_searched_pairs_equal_enumerated_pairs(monkeypatch, symmetric, r):
     assert all(int(a.graph[i]) == int(b.graph[j]) for i, j in got)
 
 
+@pytest.mark.full  # 40,000 points
 def test_wide_tiles_do_not_widen_the_search():
     # A uniform cloud: a radius padded by the widest tile would pair nearly all tiles.
     gen = torch.Generator().manual_seed(0)

@@ -71,8 +71,10 @@ def _check(x: Tensor, y: Tensor, lam) -> float:
     check_positions(x, "x")
     check_positions(y, "y")
     check_same_space(x, y)
-    if x.size(0) == 0 or y.size(0) == 0:
-        raise ValueError(f"x and y need at least one point each, got {x.size(0)} and {y.size(0)}")
+    for name, value in (("x", x), ("y", y)):
+        if value.size(0) == 0:  # an empty sample is no distribution: no meaningful value
+            raise ValueError(f"{name} is empty: x and y need at least one point each (an empty "
+                             f"sample has no mean embedding), got {x.size(0)} and {y.size(0)}")
     return check_positive_scalar(lam, "lam")
 
 
@@ -123,6 +125,11 @@ def drmmd(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0) -> Te
             :class:`GaussianKernel` / :class:`MultiBandGaussianKernel`. (default: :obj:`1.0`)
         lam (float, optional): the regularisation :math:`\lambda > 0`; large values give
             the MMD², small ones approach the :math:`\chi^2` divergence. (default: :obj:`1.0`)
+
+    Both sides need at least one sample: the formula averages over :math:`X` and
+    :math:`Y`, and an empty sample has no distribution to compare, so an empty
+    ``x`` or ``y`` raises a ``ValueError`` naming it (as do the witness
+    gradients, :class:`~tg_rapidalign.DrMMDLoss` and the flows).
     """
     return drmmd_parts(x, y, sigma, lam)[0].to(x.dtype)
 

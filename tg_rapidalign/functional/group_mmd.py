@@ -67,6 +67,11 @@ def group_mmd(z: Tensor, groups: Tensor, weight: Optional[Tensor] = None, sigma:
     Returns:
         ``(values, valid)``: the MMD²s and a mask of the entries whose groups are
         both non-empty (pairwise: off-diagonal pairs only).
+
+    Empty input (:math:`N = 0`) is valid: with :obj:`num_groups` :math:`G` it
+    gives zeros of the usual shape and an all-``False`` mask (no group has a
+    sample), without it :math:`G = 0` and both are empty (``[0, 0]`` pairwise,
+    ``[0]`` one-vs-rest). The values are connected to ``z`` either way.
     """
     check_positions(z, "z")
     mode = check_choice(mode, "mode", GROUP_MODES)
@@ -76,7 +81,9 @@ def group_mmd(z: Tensor, groups: Tensor, weight: Optional[Tensor] = None, sigma:
     sigmas, coefs = resolve_kernel(sigma, z.dtype, z.device)
     K = gaussian_gram(z, z, sigmas, coefs)
     k0 = coefs.sum()
-    onehot = torch.nn.functional.one_hot(groups, G).to(z.dtype)
+    onehot = torch.zeros(z.size(0), G, dtype=z.dtype, device=z.device)
+    if z.size(0):  # one_hot cannot infer or check a class count from an empty tensor
+        onehot = onehot.scatter(1, groups.unsqueeze(1), 1.0)
     counts = onehot.sum(0)
     W, present = _normalised(onehot * w.unsqueeze(1))
     KW = K @ W

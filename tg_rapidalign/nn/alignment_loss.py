@@ -10,7 +10,7 @@ from .._validation import check_choice
 from ..functional.alignment import AlignmentResult, check_alignment_keywords, se3_kernel_alignment
 from ..kernels import KernelLike, as_kernel_module
 from ..schedules import BandwidthSchedule
-from .inputs import WeightSpec, pair_inputs, reduce_loss, resolve_weight
+from .inputs import REDUCTIONS, WeightSpec, check_weight_spec, pair_inputs, reduce_loss, resolve_weight
 
 
 class SE3KernelAlignmentLoss(torch.nn.Module):
@@ -46,18 +46,22 @@ class SE3KernelAlignmentLoss(torch.nn.Module):
         **kwargs (optional): Any other option of :func:`se3_kernel_alignment`
             (:obj:`objective`, :obj:`pose_grad`, :obj:`estep`, :obj:`eps`,
             :obj:`kappa_floor`, :obj:`max_weight_ratio`, :obj:`pose_blend`, ...).
+
+    Every argument is checked at construction. The module's ``state_dict()``
+    holds the kernel's parameters and buffers or, with a schedule, the
+    schedule's state (``"schedule._extra_state"``: its bandwidths, mode and step
+    count), so loading a checkpoint resumes the annealing where it was saved.
     """
 
     def __init__(self, kernel: Union[KernelLike, BandwidthSchedule] = 1.0, tau: float = 1.0,
                  iterations: int = 1, cutoff: Optional[float] = 3.0, init: str = "principal_axes",
                  weight: WeightSpec = None, reduction: str = "mean", **kwargs):
         super().__init__()
+        # A schedule is a submodule: its step count is part of this module's state_dict.
         self.schedule = kernel if isinstance(kernel, BandwidthSchedule) else None
-        if self.schedule is None:
-            kernel = as_kernel_module(kernel)
-        self.kernel = kernel if self.schedule is None else None
-        self.weight = weight
-        self.reduction = check_choice(reduction, "reduction", ("mean", "sum", "none"))
+        self.kernel = as_kernel_module(kernel, "kernel") if self.schedule is None else None
+        self.weight = check_weight_spec(weight, "weight")
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
         self.options = dict(tau=tau, iterations=iterations, cutoff=cutoff, init=init, **kwargs)
         check_alignment_keywords(self.options)
 

@@ -22,11 +22,15 @@ class DrMMDLoss(torch.nn.Module):
         kernel (float or kernel module, optional): the bandwidth or a Gaussian kernel
             module (trained with the model when learnable). (default: :obj:`1.0`)
         lam (float, optional): :math:`\lambda > 0`. (default: :obj:`1.0`)
+
+    Both arguments are checked at construction. Both sides of a call need at
+    least one sample (an empty side raises a ``ValueError``, see
+    :func:`tg_rapidalign.drmmd`).
     """
 
     def __init__(self, kernel: KernelLike = 1.0, lam: float = 1.0):
         super().__init__()
-        self.kernel = as_kernel_module(kernel)
+        self.kernel = as_kernel_module(kernel, "kernel")
         self.lam = check_positive_scalar(lam, "lam")
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

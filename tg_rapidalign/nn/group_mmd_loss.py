@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_choice
+from .._validation import check_choice, check_flag
 from ..distributed import all_gather_cat, is_distributed
 from ..functional.group_mmd import GROUP_MODES, group_mmd
 from ..kernels import KernelLike, as_kernel_module
@@ -36,16 +36,24 @@ class MMDLoss(torch.nn.Module):
         num_groups (int, optional): number of groups (default: inferred per call).
         gather (bool, optional): gather samples across ranks; :obj:`None` does so
             whenever a process group of more than one rank is initialised. (default: :obj:`None`)
+
+    Every argument is checked at construction. With nothing to compare, that is
+    an empty input (no samples on any rank) or samples of a single group, the
+    loss is 0, connected to ``z`` so that ``backward()`` works.
     """
 
     def __init__(self, kernel: KernelLike = 1.0, mode: str = "pairwise", unbiased: bool = False,
                  num_groups: Optional[int] = None, gather: Optional[bool] = None):
         super().__init__()
-        self.kernel = as_kernel_module(kernel)
+        self.kernel = as_kernel_module(kernel, "kernel")
         self.mode = check_choice(mode, "mode", GROUP_MODES)
-        self.unbiased = bool(unbiased)
+        self.unbiased = check_flag(unbiased, "unbiased")
+        if num_groups is not None and (isinstance(num_groups, bool) or not isinstance(num_groups, int)):
+            raise TypeError(f"num_groups must be None or an int, got {type(num_groups).__name__}")
+        if num_groups is not None and num_groups < 1:
+            raise ValueError(f"num_groups must be at least 1, got {num_groups}")
         self.num_groups = num_groups
-        self.gather = gather
+        self.gather = None if gather is None else check_flag(gather, "gather")
 
     def forward(self, z: Tensor, groups: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         """``z [N, d]`` embeddings, ``groups [N]`` labels, ``weight [N]`` optional."""
@@ -60,7 +68,7 @@ class MMDLoss(torch.nn.Module):
         if self.mode == "pairwise":
             valid = valid.triu(1)
         if not bool(valid.any()):
-            return (z * 0).sum()  # one group only: nothing to compare, zero with a gradient
+            return (z * 0).sum()  # empty, or one group only: nothing to compare, zero with a gradient
         return values[valid].mean()
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from ..weights import degree_weights
@@ -90,3 +91,41 @@ def resolve_types(spec: Union[None, str], data, name: str) -> Optional[Tensor]:
     if not isinstance(spec, str):
         raise TypeError(f"{name} must be None or a node attribute name, got {type(spec).__name__}")
     return node_attribute(data, spec, name)
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_optional_name(value, name: str) -> Optional[str]:
+    """``None`` or a non-empty string (a node attribute name)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be None or a node attribute name, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty attribute name")
+    return value
+
+
+def check_weight_spec(spec: WeightSpec, name: str) -> WeightSpec:
+    """A node-weight spec of the loss modules, checked where it is given:
+    ``None``, a non-empty string (``"uniform"``, ``"degree"`` or a node attribute),
+    a tensor of finite non-negative weights ``[N]`` or ``[N, 1]``, or a callable."""
+    if spec is None or callable(spec):
+        return spec
+    if isinstance(spec, str):
+        return check_optional_name(spec, name)
+    if isinstance(spec, Tensor):
+        if spec.is_complex() or spec.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real tensor, got dtype {spec.dtype}")
+        if spec.dim() > 2 or (spec.dim() == 2 and spec.size(1) != 1):
+            raise ValueError(f"{name} must have shape [N] or [N, 1], got shape {tuple(spec.shape)}")
+        if spec.numel():
+            values = spec.detach()
+            if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+                raise ValueError(f"{name} contains NaN or infinite values")
+            if bool((values < 0).any()):
+                raise ValueError(f"{name} must be non-negative")
+        return spec
+    raise TypeError(f"{name} must be None, 'uniform', 'degree', an attribute name, a tensor "
+                    f"or a callable, got {type(spec).__name__}")

@@ -6,11 +6,21 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_choice
+from .. import backends
+from .._validation import check_choice, check_flag, check_positive_scalar
 from ..functional.mmd import kernel_cosine, kernel_mmd
 from ..kernels import KernelLike, as_kernel_module
 from ..weights import normalize_weights
-from .inputs import WeightSpec, pair_inputs, reduce_loss, resolve_types, resolve_weight
+from .inputs import (
+    REDUCTIONS,
+    WeightSpec,
+    check_optional_name,
+    check_weight_spec,
+    pair_inputs,
+    reduce_loss,
+    resolve_types,
+    resolve_weight,
+)
 
 
 class KernelMMDLoss(torch.nn.Module):
@@ -44,6 +54,10 @@ class KernelMMDLoss(torch.nn.Module):
             (:obj:`"z"` for atomic numbers): nodes of different types then
             interact with the kernel's ``cross_type_weight`` (see
             :func:`kernel_mmd`'s :obj:`type_x`). (default: :obj:`None`)
+
+    Every argument is checked here, at construction: a bad value raises a
+    ``TypeError`` or ``ValueError`` naming it (the backend names come from
+    ``tg_rapidalign.backends.names("kernel_sums")``).
     """
 
     def __init__(self, kernel: KernelLike = 1.0, weight: WeightSpec = None,
@@ -51,16 +65,17 @@ class KernelMMDLoss(torch.nn.Module):
                  cutoff: Optional[float] = 4.0, similarity: str = "mmd",
                  reduction: str = "mean", backend: str = "auto", node_type: Optional[str] = None):
         super().__init__()
-        kernel = as_kernel_module(kernel)
-        self.kernel = kernel
-        self.weight = weight
-        self.max_weight_ratio = max_weight_ratio
-        self.unbiased = unbiased
-        self.cutoff = cutoff
+        self.kernel = as_kernel_module(kernel, "kernel")
+        self.weight = check_weight_spec(weight, "weight")
+        self.max_weight_ratio = check_positive_scalar(max_weight_ratio, "max_weight_ratio", allow_none=True)
+        if self.max_weight_ratio is not None and self.max_weight_ratio < 1:
+            raise ValueError(f"max_weight_ratio must be at least 1, got {self.max_weight_ratio}")
+        self.unbiased = check_flag(unbiased, "unbiased")
+        self.cutoff = check_positive_scalar(cutoff, "cutoff", allow_none=True)
         self.similarity = check_choice(similarity, "similarity", ("mmd", "cosine"))
-        self.reduction = check_choice(reduction, "reduction", ("mean", "sum", "none"))
-        self.backend = backend
-        self.node_type = node_type
+        self.reduction = check_choice(reduction, "reduction", REDUCTIONS)
+        self.backend = check_choice(backend, "backend", backends.names("kernel_sums"))
+        self.node_type = check_optional_name(node_type, "node_type")
         if unbiased and similarity == "cosine":
             raise ValueError("unbiased applies to similarity='mmd' only")
 
