@@ -18,9 +18,6 @@ from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-# Re-exported for tests that still import them from conftest; new code imports helpers.
-from helpers import axis_rotation, random_batch, rotation_angle, shutdown_process_group  # noqa: E402,F401
-
 FAST_TIER = "not full"  # the -m expression pyproject's addopts set
 
 # Property tests take @helpers.property_settings(n): n examples under "thorough"
