@@ -301,10 +301,6 @@ def resolve_type_weight(sigma: KernelLike, dtype: torch.dtype, device) -> Tensor
     return beta.to(device=device, dtype=dtype)
 
 
-# The evaluation lives in ops.gaussian (one place for every pure-torch path).
-evaluate_bands = gaussian
-
-
 def sigma_limits(dtype: torch.dtype) -> Tuple[float, float]:
     r"""The bandwidths :func:`resolve_kernel` accepts for a computation in ``dtype``:
     :math:`[8\sqrt{t},\ 1 / (8\sqrt{t})]` with :math:`t` =

@@ -159,7 +159,6 @@ def unbiased_self_sum(k: Tensor, w2: Tensor, n: Tensor, k0: Tensor) -> Tensor:
     return torch.where(ok, (k - w2 * k0) / denom, torch.zeros_like(k))
 
 
-@numeric_policy
 def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
@@ -236,7 +235,6 @@ def kernel_mmd(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     return kxx + kyy - 2 * s.kxy
 
 
-@numeric_policy
 def kernel_cosine(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                   batch_y: Optional[Tensor] = None, weight_x: Optional[Tensor] = None,
                   weight_y: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
