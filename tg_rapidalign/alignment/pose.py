@@ -94,10 +94,15 @@ def kabsch(x: Tensor, y: Tensor, w: Tensor, batch: Tensor, num_graphs: int) -> T
     Centroids are taken in float64 (:func:`~tg_rapidalign.numerics.centre`)."""
     xc, mx = centre(x, w, batch, num_graphs)
     yc, my = centre(y, w, batch, num_graphs)
-    outer = (w.view(-1, 1, 1) * xc.unsqueeze(2) * yc.unsqueeze(1)).view(-1, 9)
-    S = graph_sum(outer, batch, num_graphs).view(-1, 3, 3)
-    R = special_polar(S)
+    R = centred_rotation(xc, yc, w, batch, num_graphs)
     return R, mx - (R @ my.unsqueeze(2)).squeeze(2)
+
+
+def centred_rotation(xc: Tensor, yc: Tensor, w: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    """The rotation of :func:`kabsch` for points already centred on their
+    weighted centroids: the polar factor of ``S = sum_i w_i xc_i yc_i^T``."""
+    outer = (w.view(-1, 1, 1) * xc.unsqueeze(2) * yc.unsqueeze(1)).view(-1, 9)
+    return special_polar(graph_sum(outer, batch, num_graphs).view(-1, 3, 3))
 
 
 def pose_from_moments(m: Moments, R_prev: Tensor, t_prev: Tensor, reg: Optional[Tensor],

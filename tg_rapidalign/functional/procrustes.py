@@ -119,7 +119,7 @@ def kabsch_rmsd(x: Tensor, y: Tensor, weight: Optional[Tensor] = None, batch: Op
     # cancellation against the distance from the origin.
     xc, _ = centre(x, w, batch, num_graphs)
     yc, _ = centre(y, w, batch, num_graphs)
-    R, _ = pose.kabsch(xc, yc, w, batch, num_graphs)
+    R = pose.centred_rotation(xc, yc, w, batch, num_graphs)
     moved = (R[batch] @ yc.unsqueeze(2)).squeeze(2)
     msd = graph_sum(w * (xc - moved).pow(2).sum(1), batch, num_graphs)
     positive = msd > 0
