@@ -20,6 +20,8 @@ from .grid import grid_radius
 # Tile pairs enumerated exhaustively below this count; above it, candidate
 # tiles are found with a grid search on the tile centres.
 _ENUMERATE_LIMIT = 1 << 22
+# Relative slack on the radius for float64 rounding in box distances.
+_REL_SLACK = 1e-12
 
 
 @dataclass
@@ -29,8 +31,10 @@ class TileLayout:
     valid: Tensor   # [nt, T] bool
     graph: Tensor   # [nt] graph id of each tile
     tile_ptr: Tensor  # [B + 1] first tile of each graph
-    center: Tensor  # [nt, D] bounding-box centre
-    half: Tensor    # [nt, D] bounding-box half extent
+    center: Tensor  # [nt, D] bounding-box centre (input dtype, rounded)
+    half: Tensor    # [nt, D] bounding-box half extent (input dtype, rounded)
+    lo: Tensor      # [nt, D] bounding-box corners, float64: exact (the extreme
+    hi: Tensor      #         coordinates themselves), whatever the offset
 
     @property
     def num_tiles(self) -> int:
@@ -60,7 +64,8 @@ def build_tiles(pos: Tensor, batch: Tensor, num_graphs: int, tile_size: int) -> 
     if n == 0:
         empty = torch.empty(0, tile_size, dtype=torch.long, device=device)
         box = torch.empty(0, dim, dtype=pos.dtype, device=device)
-        return TileLayout(empty, empty, empty.bool(), graph, tile_ptr, box, box)
+        box64 = box.to(torch.float64)
+        return TileLayout(empty, empty, empty.bool(), graph, tile_ptr, box, box, box64, box64)
 
     # Quantise each graph into its own bounding cube, then sort by (graph, Morton key).
     bits = max(1, min(10, 60 // dim))
@@ -87,7 +92,13 @@ def build_tiles(pos: Tensor, batch: Tensor, num_graphs: int, tile_size: int) -> 
     gather = torch.where(valid, index, index[:, :1])
     tp = p[gather]
     bmin, bmax = tp.amin(1), tp.amax(1)
-    return TileLayout(index, gather, valid, graph, tile_ptr, (bmin + bmax) / 2, (bmax - bmin) / 2)
+    return TileLayout(index, gather, valid, graph, tile_ptr, (bmin + bmax) / 2, (bmax - bmin) / 2,
+                      bmin.to(torch.float64), bmax.to(torch.float64))
+
+
+def _centre_half(layout: TileLayout) -> Tuple[Tensor, Tensor]:
+    """Float64 box centres and half extents (exact for float32 and half inputs)."""
+    return (layout.lo + layout.hi) * 0.5, (layout.hi - layout.lo) * 0.5
 
 
 def _graph_partners(a: TileLayout, b: TileLayout, rows: Tensor) -> Tuple[Tensor, Tensor]:
@@ -110,8 +121,17 @@ def _enumerate_pairs(a: TileLayout, b: TileLayout, symmetric: bool) -> Tuple[Ten
 
 
 def _box_gap2(a: TileLayout, b: TileLayout, ia: Tensor, ib: Tensor) -> Tensor:
-    gap = ((a.center[ia] - b.center[ib]).abs() - a.half[ia] - b.half[ib]).clamp_min(0)
-    return gap.pow(2).sum(1)
+    """Squared distance between the boxes of tiles ``ia`` of ``a`` and ``ib`` of
+    ``b``, in float64 from the exact corners: each coordinate's gap is one
+    correctly rounded subtraction, so the result is within a relative 1e-15 of
+    the true box distance however far the tiles lie from the origin. One
+    coordinate at a time, to bound the transient memory of long candidate lists."""
+    out = torch.zeros(ia.numel(), dtype=torch.float64, device=ia.device)
+    for k in range(a.lo.size(1)):
+        gap = b.lo[:, k][ib] - a.hi[:, k][ia]
+        torch.maximum(gap, a.lo[:, k][ia] - b.hi[:, k][ib], out=gap).clamp_min_(0)
+        out.addcmul_(gap, gap)
+    return out
 
 
 def _searched_pairs(a: TileLayout, b: TileLayout, tol: float) -> Tuple[Tensor, Tensor]:
@@ -124,13 +144,23 @@ def _searched_pairs(a: TileLayout, b: TileLayout, tol: float) -> Tuple[Tensor, T
     tiles (half diagonal up to the 90th percentile) are paired by the grid search
     on centres; each wider tile is scanned against its graph's tiles in chunks,
     keeping only boxes within ``tol``."""
-    ha, hb = a.half.norm(dim=1), b.half.norm(dim=1)
+    ca, ha = _centre_half(a)
+    cb, hb = (ca, ha) if b is a else _centre_half(b)
+    ha, hb = ha.norm(dim=1), hb.norm(dim=1)
+    # The grid search runs in the input dtype (its candidate lists dominate the
+    # memory) on centres relative to a common origin, so that their rounding is
+    # relative to the extent of the boxes, not to their distance from the origin;
+    # the slack covers that rounding and the search's own.
+    origin = torch.minimum(a.lo.amin(0), b.lo.amin(0))
+    ca, cb = (ca - origin).to(a.center.dtype), (cb - origin).to(a.center.dtype)
+    extent = max(float(ca.abs().max()), float(cb.abs().max()), float(ha.max()), float(hb.max()))
+    slack = 8 * torch.finfo(a.center.dtype).eps * extent
     cap_a, cap_b = _quantile(ha, 0.9), _quantile(hb, 0.9)
     wide_a, wide_b = ha > cap_a, hb > cap_b
     num_graphs = a.tile_ptr.numel() - 1
     compact_a = torch.nonzero(~wide_a).flatten()
     compact_b = torch.nonzero(~wide_b).flatten()
-    ia, ib = grid_radius(a.center[compact_a], b.center[compact_b], tol + cap_a + cap_b,
+    ia, ib = grid_radius(ca[compact_a], cb[compact_b], tol + cap_a + cap_b + slack,
                          a.graph[compact_a], b.graph[compact_b], num_graphs)
     parts_a, parts_b = [compact_a[ia]], [compact_b[ib]]
     # Wide a-tiles against every b-tile, then compact a-tiles against wide b-tiles.
@@ -179,11 +209,9 @@ def tile_pairs(a: TileLayout, b: TileLayout, r: Optional[float],
     na = a.tile_ptr[1:] - a.tile_ptr[:-1]
     nb = b.tile_ptr[1:] - b.tile_ptr[:-1]
     total = int((na * nb).sum())
-    tol = None
-    if r is not None and total > 0:  # (no tiles on a side: no boxes to bound)
-        # Slack for rounding in the box arithmetic; the per-pair test is exact.
-        scale = float((a.center.abs() + a.half).max()) + float((b.center.abs() + b.half).max())
-        tol = r + 16 * torch.finfo(a.center.dtype).eps * scale
+    # Slack for the float64 rounding of box distances (relative: the boxes are
+    # exact, so no slack grows with the distance from the origin).
+    tol = None if r is None else r * (1 + _REL_SLACK)
     if r is None or total <= _ENUMERATE_LIMIT:
         ia, ib = _enumerate_pairs(a, b, symmetric)
     else:
