@@ -16,7 +16,7 @@ ROOT = pathlib.Path(tg_rapidalign.__file__).parent
 
 # Bottom-up. A unit may import from any unit of a strictly lower layer.
 LAYERS = [
-    {"_C", "_validation", "segments", "version"},
+    {"_C", "_validation", "extras", "segments", "version"},
     {"ops", "numerics"},                       # op bindings, Gaussian evaluation, tiles; dtype policy
     {"backends", "kernels", "weights", "schedules", "distributed"},
     {"neighbors", "stats"},
