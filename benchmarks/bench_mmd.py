@@ -73,7 +73,7 @@ def count_pairs(x, y) -> int:
         zeros_b = torch.zeros(len(b), dtype=torch.long, device=b.device)
         ones = torch.ones(len(b), 1, dtype=torch.float64, device=b.device)
         total += float(native.kernel_row_sums(a, b, ones, zeros_a, zeros_b, flat, flat.new_ones(1),
-                                              CUTOFF * SIGMA, 1).sum())
+                                              CUTOFF * SIGMA / 1e6, 1).sum())  # cutoff: in bands
     return int(round(total))
 
 

@@ -7,6 +7,9 @@ from torch_geometric.data import Batch, Data
 
 from tg_rapidalign import (
     SE3KernelAlignmentLoss,
+    drmmd,
+    drmmd_witness_grad,
+    group_mmd,
     kabsch_rmsd,
     kernel_cosine,
     kernel_mmd,
@@ -50,6 +53,9 @@ def _ops():
         ops.append((f"mmd-{b}", lambda x, y, bt, b=b: (kernel_mmd(x, y, bt, bt, sigma=0.8, backend=b),)))
         ops.append((f"cos-{b}", lambda x, y, bt, b=b: (kernel_cosine(x, y, bt, bt, sigma=0.8, backend=b),)))
     ops.append(("procrustes", lambda x, y, bt: weighted_procrustes(x, y, batch=bt)))
+    ops.append(("drmmd", lambda x, y, bt: (drmmd(x, y, sigma=0.8, lam=0.5),)))
+    ops.append(("drmmd-witness", lambda x, y, bt: (drmmd_witness_grad(x, x, y, sigma=0.8, lam=0.5),)))
+    ops.append(("group_mmd", lambda x, y, bt: group_mmd(x, bt, sigma=0.8)[:1]))
     ops.append(("rmsd", lambda x, y, bt: (kabsch_rmsd(x, y, batch=bt),)))
     return ops
 

@@ -2,6 +2,12 @@
 
 Each check raises a ``TypeError`` or ``ValueError`` whose message starts with
 the argument's name, so a user sees at once which input is wrong.
+
+Checks of shapes, dtypes and devices are free. Checks of values (finite
+positions, sorted batch vectors, non-negative weights) read a tensor on the
+host; inside a region traced by ``torch.compile`` they run as asynchronous
+asserts instead (:func:`check_values`): same message, raised as a
+``RuntimeError`` when the compiled code runs, and no graph break or host sync.
 """
 from __future__ import annotations
 
@@ -13,6 +19,20 @@ import torch
 from torch import Tensor
 
 
+def compiling() -> bool:
+    """Whether ``torch.compile`` (dynamo) is tracing the caller."""
+    return torch.compiler.is_compiling()
+
+
+def check_values(ok: Tensor, message: str, error: type = ValueError) -> None:
+    """Raises ``error(message)`` unless the boolean tensor ``ok`` is true; while
+    compiling, an asynchronous assert (no host sync, no graph break)."""
+    if compiling():
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise error(message)
+
+
 def check_positions(pos: Tensor, name: str, dim: Optional[int] = None) -> Tensor:
     if not isinstance(pos, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(pos).__name__}")
@@ -22,8 +42,8 @@ def check_positions(pos: Tensor, name: str, dim: Optional[int] = None) -> Tensor
         raise ValueError(f"{name} must have shape [N, D], got shape {tuple(pos.shape)}")
     if dim is not None and pos.size(1) != dim:
         raise ValueError(f"{name} must have {dim} columns, got shape {tuple(pos.shape)}")
-    if pos.numel() > 0 and not bool(torch.isfinite(pos).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if pos.numel() > 0:
+        check_values(torch.isfinite(pos).all(), f"{name} contains NaN or infinite values")
     return pos
 
 
@@ -52,8 +72,8 @@ def check_index_vector(index: Tensor, num_nodes: int, name: str, device, what: s
     if index.device != device:
         raise ValueError(f"{name} must be on device {device}, got {index.device}")
     index = index.long()
-    if num_nodes > 0 and bool((index < 0).any()):
-        raise ValueError(f"{name} must hold non-negative {what}")
+    if num_nodes > 0:
+        check_values((index >= 0).all(), f"{name} must hold non-negative {what}")
     return index
 
 
@@ -62,8 +82,9 @@ def check_batch(batch: Optional[Tensor], num_nodes: int, name: str, device) -> T
     if batch is None:
         return torch.zeros(num_nodes, dtype=torch.long, device=device)
     batch = check_index_vector(batch, num_nodes, name, device, "graph ids", or_none=True)
-    if num_nodes > 1 and bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError(f"{name} must be sorted (non-decreasing graph ids), as in a PyG Batch")
+    if num_nodes > 1:
+        check_values((batch[1:] >= batch[:-1]).all(),
+                     f"{name} must be sorted (non-decreasing graph ids), as in a PyG Batch")
     return batch
 
 
@@ -72,17 +93,20 @@ def resolve_num_graphs(batch_x: Tensor, batch_y: Tensor, num_graphs: Optional[in
     """The number of graphs B shared by both sides.
 
     Without ``num_graphs``, both batch vectors must name the same last graph;
-    trailing empty graphs can only be expressed through ``num_graphs``.
+    trailing empty graphs can only be expressed through ``num_graphs``. Reading
+    the last graph id is a host sync: a caller under ``torch.compile`` passes
+    ``num_graphs`` (checked against the batch vectors by asynchronous asserts).
     """
+    if num_graphs is not None:
+        if isinstance(num_graphs, bool) or not isinstance(num_graphs, int) or num_graphs < 0:
+            raise ValueError(f"num_graphs must be a non-negative int, got {num_graphs!r}")
+        for batch, name in ((batch_x, name_x), (batch_y, name_y)):
+            if batch.numel():
+                # (no num_graphs in the message: it is symbolic while compiling)
+                check_values(batch[-1] < num_graphs, f"{name} names a graph id >= num_graphs")
+        return num_graphs
     bx = int(batch_x[-1]) + 1 if batch_x.numel() else 0
     by = int(batch_y[-1]) + 1 if batch_y.numel() else 0
-    if num_graphs is not None:
-        if not isinstance(num_graphs, int) or num_graphs < 0:
-            raise ValueError(f"num_graphs must be a non-negative int, got {num_graphs!r}")
-        if max(bx, by) > num_graphs:
-            raise ValueError(
-                f"num_graphs={num_graphs} but {name_x}/{name_y} name graph id {max(bx, by) - 1}")
-        return num_graphs
     if bx != by and bx > 0 and by > 0:
         raise ValueError(
             f"{name_x} describes {bx} graphs but {name_y} describes {by}; "
@@ -102,10 +126,8 @@ def check_weights(weight: Optional[Tensor], num_nodes: int, name: str, like: Ten
     if weight.dim() != 1 or weight.numel() != num_nodes:
         raise ValueError(f"{name} must have shape [{num_nodes}], got shape {tuple(weight.shape)}")
     if weight.numel() > 0:
-        if not bool(torch.isfinite(weight).all()):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        if bool((weight < 0).any()):
-            raise ValueError(f"{name} must be non-negative")
+        check_values(torch.isfinite(weight).all(), f"{name} contains NaN or infinite values")
+        check_values((weight >= 0).all(), f"{name} must be non-negative")
     return weight.to(like.dtype)
 
 
@@ -119,7 +141,7 @@ def check_positive_scalar(value, name: str, allow_none: bool = False) -> Optiona
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
     value = float(value)
-    if not math.isfinite(value) or value <= 0:
+    if not -math.inf < value < math.inf or value <= 0:  # (NaN fails; no math.isfinite: compile-safe)
         raise ValueError(f"{name} must be positive and finite, got {value}")
     return value
 

@@ -32,6 +32,11 @@ A backend asked for by name is checked the same way, except for the size limits
 refused with a :class:`ValueError` that says why. Capability limits of the
 native kernels (bands, dimension, points per graph for the one-pass E-step,
 devices) are read from the compiled extension (:data:`.ops.native.LIMITS`).
+
+While ``torch.compile`` traces a call, graph sizes are not read on the host
+(largest graphs are bounded by the sides' node counts) and ``auto`` skips the
+padded dense paths, whose padding needs those sizes: a compiled loss runs the
+native kernels, with no graph break, when the extension is built.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._validation import compiling
 from .ops import native
 
 # Padded dense sizes (entries of the padded [B, n, m] blocks) under which the
@@ -92,9 +98,12 @@ class Problem:
 
 
 def largest_graphs(batch_x: Tensor, batch_y: Tensor, num_graphs: int) -> Tuple[int, int, int]:
-    """``(num_graphs, largest graph of x, largest graph of y)`` (a host sync)."""
+    """``(num_graphs, largest graph of x, largest graph of y)`` (a host sync).
+    While compiling, the sides' node counts stand in as upper bounds (no sync)."""
     if num_graphs == 0:
         return 0, 0, 0
+    if compiling():
+        return num_graphs, batch_x.numel(), batch_y.numel()
 
     def largest(batch):
         if batch.numel() == 0:
@@ -143,13 +152,20 @@ def _native_polar(p: Problem, auto: bool) -> Optional[str]:
     return reason
 
 
+_DENSE_WHILE_COMPILING = "the dense path pads graphs to a size read on the host (a graph break)"
+
+
 def _dense_kernel_sums(p: Problem, auto: bool) -> Optional[str]:
+    if auto and compiling():
+        return _DENSE_WHILE_COMPILING
     if auto and p.padded_entries()[1] > DENSE_KERNEL_SUMS_ENTRIES:
         return "the padded batch is too large for the dense path"
     return None
 
 
 def _dense_alignment(p: Problem, auto: bool) -> Optional[str]:
+    if auto and compiling():
+        return _DENSE_WHILE_COMPILING
     per_graph, total = p.padded_entries()
     if auto and (per_graph > DENSE_ALIGNMENT_PER_GRAPH or total > DENSE_ALIGNMENT_ENTRIES):
         return "the padded batch is too large for the dense path"

@@ -62,7 +62,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._validation import check_positive_scalar
+from ._validation import check_positive_scalar, check_values, compiling
 from .ops.gaussian import gaussian
 
 KernelLike = Union[float, Tensor, "GaussianKernel", "MultiBandGaussianKernel"]
@@ -339,8 +339,8 @@ def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tenso
             raise ValueError(f"sigma must be a scalar tensor, got shape {tuple(sigma.shape)}")
         if not sigma.is_floating_point():
             sigma = sigma.to(dtype)
-        if not bool(torch.isfinite(sigma).all()) or float(sigma.detach()) <= 0:
-            raise ValueError(f"sigma must be positive and finite, got {float(sigma.detach())}")
+        check_values(torch.isfinite(sigma.detach()).all() & (sigma.detach() > 0).all(),
+                     "sigma must be positive and finite")
         sigmas = sigma.reshape(1)
         coefs = torch.ones(1, dtype=dtype, device=device)
     elif isinstance(sigma, torch.nn.Module):
@@ -350,17 +350,27 @@ def resolve_kernel(sigma: KernelLike, dtype: torch.dtype, device) -> Tuple[Tenso
         value = check_positive_scalar(sigma, "sigma")
         sigmas = torch.tensor([value], dtype=dtype, device=device)
         coefs = torch.ones(1, dtype=dtype, device=device)
+    _check_bands(sigmas.detach(), coefs.detach(), dtype)
+    sigmas = sigmas.to(device=device, dtype=dtype)
+    coefs = coefs.to(device=device, dtype=dtype)
+    return sigmas, coefs
+
+
+def _check_bands(sigmas: Tensor, coefs: Tensor, dtype: torch.dtype) -> None:
+    """Every bandwidth within :func:`sigma_limits` of ``dtype``, every coefficient
+    finite and non-negative (one host sync each; asynchronous asserts while compiling)."""
     low, high = sigma_limits(dtype)
-    checked = sigmas.detach().to(torch.float64)
-    if not bool(((checked >= low) & (checked <= high)).all()):  # one sync; NaN fails too
+    checked = sigmas.to(torch.float64)
+    in_range = ((checked >= low) & (checked <= high)).all()  # NaN fails too
+    if compiling():
+        check_values(in_range, f"sigma: every bandwidth must be within [{low:.3g}, {high:.3g}] to compute "
+                               f"in {dtype}")
+    elif not bool(in_range):
         if not bool(torch.isfinite(checked).all()) or bool((checked <= 0).any()):
             raise ValueError("sigma: every bandwidth must be positive and finite")
         raise ValueError(f"sigma: every bandwidth must be within [{low:.3g}, {high:.3g}] to compute in "
                          f"{dtype} (1/(2 sigma^2) must neither overflow nor underflow; see "
                          f"kernels.sigma_limits), got {checked.tolist()}")
-    checked = coefs.detach().to(torch.float64)
-    if not bool(((checked >= 0) & torch.isfinite(checked)).all()):
-        raise ValueError("sigma: the kernel's coefficients must be finite and non-negative")
-    sigmas = sigmas.to(device=device, dtype=dtype)
-    coefs = coefs.to(device=device, dtype=dtype)
-    return sigmas, coefs
+    checked = coefs.to(torch.float64)
+    check_values(((checked >= 0) & torch.isfinite(checked)).all(),
+                 "sigma: the kernel's coefficients must be finite and non-negative")

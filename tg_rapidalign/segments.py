@@ -21,4 +21,7 @@ def graph_sizes(batch: Tensor, num_graphs: int) -> Tensor:
     """Nodes per graph ``[num_graphs]`` (int64)."""
     if num_graphs == 1:
         return torch.full((1,), batch.numel(), dtype=torch.long, device=batch.device)
-    return torch.bincount(batch, minlength=num_graphs)
+    # A scatter into [num_graphs] rather than bincount, whose output size depends
+    # on the largest id (a data-dependent shape under torch.compile).
+    ones = torch.ones_like(batch)
+    return torch.zeros(num_graphs, dtype=torch.long, device=batch.device).index_add_(0, batch, ones)

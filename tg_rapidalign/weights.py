@@ -71,7 +71,7 @@ def _cap(w: Tensor, batch: Tensor, num_graphs: int, ratio: float) -> Tensor:
     n = w.numel()
     if n == 0:
         return w
-    counts = torch.bincount(batch, minlength=num_graphs)
+    counts = graph_sizes(batch, num_graphs)
     cap = ratio / counts.clamp_min(1).to(w.dtype)[batch]
     # Order nodes by (graph, weight descending).
     order = torch.sort(w.detach(), descending=True, stable=True).indices

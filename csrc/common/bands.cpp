@@ -19,4 +19,11 @@ Bands make_bands(const at::Tensor& sigmas, const at::Tensor& coefs) {
   return b;
 }
 
+double Bands::radius(double cutoff) const {
+  if (cutoff < 0) return -1.0;
+  double widest = 0.0;
+  for (int k = 0; k < count; ++k) widest = sigma[k] > widest ? sigma[k] : widest;
+  return cutoff * widest;
+}
+
 }  // namespace tg_rapidalign

@@ -14,6 +14,12 @@ struct Bands {
   double inv2[kMaxBands];
   double coef[kMaxBands];
   double sigma[kMaxBands];
+
+  // The neighbor radius of a cutoff given in units of the widest band:
+  // cutoff * max_k sigma[k], or -1 (no cutoff) for a negative cutoff. The ops
+  // take the cutoff rather than a radius so that a learnable bandwidth never has
+  // to be read on the host by the caller (a sync that breaks torch.compile).
+  double radius(double cutoff) const;
 };
 
 // sigmas and coefs [K], 1 <= K <= kMaxBands (checked by the ops' dispatch, and

@@ -81,4 +81,8 @@ void check_radius(const char* op, double r, bool negative_means_no_cutoff) {
                     negative_means_no_cutoff ? "a number (negative: no cutoff)" : "non-negative", ", got ", r);
 }
 
+void check_cutoff(const char* op, double cutoff) {
+  TORCH_CHECK_VALUE(!std::isnan(cutoff), op, ": cutoff must be a number (negative: no cutoff), got ", cutoff);
+}
+
 }  // namespace tg_rapidalign

@@ -48,5 +48,7 @@ void check_bands(const char* op, const at::Tensor& sigmas, const at::Tensor& coe
 
 // r is not NaN (and, unless negative radii mean "no cutoff", not negative).
 void check_radius(const char* op, double r, bool negative_means_no_cutoff);
+// A cutoff in units of the widest band: any number but NaN (negative: no cutoff).
+void check_cutoff(const char* op, double cutoff);
 
 }  // namespace tg_rapidalign

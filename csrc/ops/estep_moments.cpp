@@ -18,7 +18,7 @@ namespace tg_rapidalign {
 
 void check_estep_moments(const at::Tensor& x, const at::Tensor& y, const at::Tensor& q, const at::Tensor& p,
                          const at::Tensor& batch_x, const at::Tensor& batch_y, const at::Tensor& R,
-                         const at::Tensor& t, const at::Tensor& sigmas, const at::Tensor& coefs, double r,
+                         const at::Tensor& t, const at::Tensor& sigmas, const at::Tensor& coefs, double cutoff,
                          int64_t num_graphs) {
   constexpr const char* op = "estep_moments";
   check_points(op, "x", x);
@@ -38,7 +38,7 @@ void check_estep_moments(const at::Tensor& x, const at::Tensor& y, const at::Ten
   check_same_dtype(op, "R", R, "x", x);
   check_same_dtype(op, "t", t, "x", x);
   check_bands(op, sigmas, coefs, x, /*exact=*/1);
-  check_radius(op, r, /*negative_means_no_cutoff=*/true);
+  check_cutoff(op, cutoff);
   check_batch(op, "batch_x", batch_x, x.size(0), "x", num_graphs);
   check_batch(op, "batch_y", batch_y, y.size(0), "y", num_graphs);
 }
@@ -47,12 +47,12 @@ TORCH_LIBRARY_FRAGMENT(tg_rapidalign, m) {
   // The alignment E-step of one band, per graph (sorted batches, every pair of a
   // graph scanned: for graphs of up to ESTEP_GRAPH_POINTS points): with
   // z_j = R_g y_j + t_g and w_ij = q_i coef exp(-|x_i - z_j|^2 / (2 sigma^2)) p_j
-  // over |x_i - z_j| <= r, the [B, 18] columns sum w, sum w x (3), sum w y (3),
+  // over |x_i - z_j| <= r = cutoff * sigma (negative cutoff: every pair), the [B, 18] columns sum w, sum w x (3), sum w y (3),
   // sum w x y^T (9, row-major), sum w |x|^2, sum w |y|^2. Not differentiable (the
   // pose step is a constant). CPU only.
   m.def(
       "estep_moments(Tensor x, Tensor y, Tensor q, Tensor p, Tensor batch_x, Tensor batch_y, Tensor R, "
-      "Tensor t, Tensor sigmas, Tensor coefs, float r, int num_graphs) -> Tensor");
+      "Tensor t, Tensor sigmas, Tensor coefs, float cutoff, int num_graphs) -> Tensor");
 }
 
 }  // namespace tg_rapidalign

@@ -9,11 +9,11 @@ namespace tg_rapidalign {
 // every device.
 void check_kernel_row_sums(const at::Tensor& a, const at::Tensor& b, const at::Tensor& cb,
                            const at::Tensor& batch_a, const at::Tensor& batch_b, const at::Tensor& sigmas,
-                           const at::Tensor& coefs, double r, int64_t num_graphs);
+                           const at::Tensor& coefs, double cutoff, int64_t num_graphs);
 
 // The same for the backward, plus grad [N, C]; `op` names the op in messages.
 void check_row_sums_arguments(const char* op, const at::Tensor& a, const at::Tensor& b, const at::Tensor& cb,
                               const at::Tensor& batch_a, const at::Tensor& batch_b, const at::Tensor& sigmas,
-                              const at::Tensor& coefs, double r, int64_t num_graphs);
+                              const at::Tensor& coefs, double cutoff, int64_t num_graphs);
 
 }  // namespace tg_rapidalign

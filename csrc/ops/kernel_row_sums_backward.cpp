@@ -12,10 +12,10 @@ namespace tg_rapidalign {
 
 void check_kernel_row_sums_backward(const at::Tensor& grad, const at::Tensor& a, const at::Tensor& b,
                                     const at::Tensor& cb, const at::Tensor& batch_a, const at::Tensor& batch_b,
-                                    const at::Tensor& sigmas, const at::Tensor& coefs, double r,
+                                    const at::Tensor& sigmas, const at::Tensor& coefs, double cutoff,
                                     int64_t num_graphs) {
   constexpr const char* op = "kernel_row_sums_backward";
-  check_row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs);
+  check_row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs);
   TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == a.size(0) && grad.size(1) == cb.size(1), op,
                     ": grad must have shape [a.size(0), cb.size(1)] = [", a.size(0), ", ", cb.size(1), "], got ",
                     grad.sizes());
@@ -28,7 +28,7 @@ TORCH_LIBRARY_FRAGMENT(tg_rapidalign, m) {
   // need_a covers a, sigmas and coefs, need_b covers b and cb (the others come back zero).
   m.def(
       "kernel_row_sums_backward(Tensor grad, Tensor a, Tensor b, Tensor cb, Tensor batch_a, "
-      "Tensor batch_b, Tensor sigmas, Tensor coefs, float r, int num_graphs, bool need_a, bool need_b) "
+      "Tensor batch_b, Tensor sigmas, Tensor coefs, float cutoff, int num_graphs, bool need_a, bool need_b) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

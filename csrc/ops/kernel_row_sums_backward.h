@@ -9,7 +9,7 @@ namespace tg_rapidalign {
 // kernels on every device.
 void check_kernel_row_sums_backward(const at::Tensor& grad, const at::Tensor& a, const at::Tensor& b,
                                     const at::Tensor& cb, const at::Tensor& batch_a, const at::Tensor& batch_b,
-                                    const at::Tensor& sigmas, const at::Tensor& coefs, double r,
+                                    const at::Tensor& sigmas, const at::Tensor& coefs, double cutoff,
                                     int64_t num_graphs);
 
 }  // namespace tg_rapidalign

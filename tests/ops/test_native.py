@@ -31,15 +31,17 @@ SHAPES = [(2, 3), (1, 1), (1, 4), (1, 5), (2, 5)]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("r", [None, 0.4])
+@pytest.mark.parametrize("cutoff", [None, 1.2])
 @pytest.mark.parametrize("bands,channels", SHAPES)
-def test_row_sums_match_dense_reference(device, r, bands, channels):
+def test_row_sums_match_dense_reference(device, cutoff, bands, channels):
     a, b, cb, ba, bb, s, c = inputs(device, bands=bands, channels=channels)
-    out = native.kernel_row_sums(a, b, cb, ba, bb, s, c, r, 4)
+    out = native.kernel_row_sums(a, b, cb, ba, bb, s, c, cutoff, 4)
+    # The op's radius: the cutoff in units of the widest band.
+    r = None if cutoff is None else cutoff * float(s.max())
     ref = dense_row_sums(a.cpu(), b.cpu(), cb.cpu(), ba.cpu(), bb.cpu(), s, c, r)
     assert torch.allclose(out.cpu(), ref, rtol=1e-12, atol=1e-14)
     a32, b32, cb32 = a.float(), b.float(), cb.float()
-    out32 = native.kernel_row_sums(a32, b32, cb32, ba, bb, s.float(), c.float(), r, 4)
+    out32 = native.kernel_row_sums(a32, b32, cb32, ba, bb, s.float(), c.float(), cutoff, 4)
     assert out32.dtype == torch.float32
     assert torch.allclose(out32.cpu().double(), ref, rtol=1e-5, atol=1e-6)
 

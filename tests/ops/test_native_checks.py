@@ -51,11 +51,11 @@ PRELUDE = textwrap.dedent("""
 
     def rs(**kw):
         return call("kernel_row_sums", dict(a=a, b=b, cb=cb, batch_a=ba, batch_b=bb, sigmas=s, coefs=c,
-                                            r=0.5, num_graphs=2), kw)
+                                            cutoff=0.5, num_graphs=2), kw)
 
     def rsb(**kw):
         return call("kernel_row_sums_backward", dict(grad=grad, a=a, b=b, cb=cb, batch_a=ba, batch_b=bb,
-                                                     sigmas=s, coefs=c, r=0.5, num_graphs=2, need_a=True,
+                                                     sigmas=s, coefs=c, cutoff=0.5, num_graphs=2, need_a=True,
                                                      need_b=True), kw)
 
     def rp(**kw):
@@ -63,7 +63,7 @@ PRELUDE = textwrap.dedent("""
 
     def es(**kw):
         return call("estep_moments", dict(x=a, y=b, q=q, p=p, batch_x=ba, batch_y=bb, R=R, t=t,
-                                          sigmas=s[:1], coefs=c[:1], r=0.5, num_graphs=2), kw)
+                                          sigmas=s[:1], coefs=c[:1], cutoff=0.5, num_graphs=2), kw)
 
     def pol(**kw):
         return call("special_polar3", dict(S=S), kw)
@@ -135,7 +135,7 @@ BAD = [
      "kernel_row_sums: sigmas"),
     ("rs_sigmas_dtype", "rs(sigmas=s.float())", "kernel_row_sums: sigmas"),
     ("rs_coefs_dtype", "rs(coefs=c.float())", "kernel_row_sums: sigmas and coefs"),
-    ("rs_r_nan", "rs(r=float('nan'))", "kernel_row_sums: r"),
+    ("rs_cutoff_nan", "rs(cutoff=float('nan'))", "kernel_row_sums: cutoff"),
     # kernel_row_sums_backward: its own argument, and the shared ones
     ("rsb_grad_rows", "rsb(grad=grad[:5])", "kernel_row_sums_backward: grad"),
     ("rsb_grad_channels", "rsb(grad=torch.rand(6, 3, dtype=f64))", "kernel_row_sums_backward: grad"),
@@ -210,7 +210,7 @@ GOOD = [
     ("rs_empty_graph", "shapes(rs(batch_a=ba + 1, batch_b=bb + 1, num_graphs=3))", [6, 2]),
     ("rs_max_bands", "shapes(rs(sigmas=torch.rand(_C.MAX_BANDS, dtype=f64) + 0.1, "
                      "coefs=torch.rand(_C.MAX_BANDS, dtype=f64)))", [6, 2]),
-    ("rs_no_cutoff", "shapes(rs(r=-1.0))", [6, 2]),
+    ("rs_no_cutoff", "shapes(rs(cutoff=-1.0))", [6, 2]),
     ("rsb_all_empty", "shapes(rsb(grad=grad[:0], a=E3, b=E3, cb=cb[:0], batch_a=E, batch_b=E, num_graphs=0))",
      [[0, 3], [0, 3], [0, 2], [2], [2]]),
     ("rsb_no_rows", "shapes(rsb(grad=grad[:0], a=E3, batch_a=E))", [[0, 3], [5, 3], [5, 2], [2], [2]]),
@@ -309,8 +309,9 @@ def test_bands_up_to_max_bands_agree_with_dense():
     cb = torch.rand(20, 2, dtype=torch.float64, generator=gen)
     sigmas = torch.linspace(0.1, 0.8, _C.MAX_BANDS, dtype=torch.float64)
     coefs = torch.rand(_C.MAX_BANDS, dtype=torch.float64, generator=gen)
-    out = torch.ops.tg_rapidalign.kernel_row_sums(a, b, cb, ba, bb, sigmas, coefs, 0.6, 2)
-    assert torch.allclose(out, _dense_row_sums(a, b, cb, ba, bb, sigmas, coefs, 0.6), rtol=1e-12, atol=1e-14)
+    out = torch.ops.tg_rapidalign.kernel_row_sums(a, b, cb, ba, bb, sigmas, coefs, 0.75, 2)
+    r = 0.75 * float(sigmas.max())  # the op's radius: the cutoff in units of the widest band
+    assert torch.allclose(out, _dense_row_sums(a, b, cb, ba, bb, sigmas, coefs, r), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("channels", [1, 2, 4, 5])
@@ -327,8 +328,9 @@ def test_row_sums_agree_across_the_graph_scan_limit(channels):
         batch = torch.repeat_interleave(torch.arange(2), torch.tensor(sizes))
         w = torch.rand(len(a), channels, dtype=torch.float64, generator=gen)
         s, c = torch.tensor([0.4], dtype=torch.float64), torch.tensor([1.3], dtype=torch.float64)
-        out = torch.ops.tg_rapidalign.kernel_row_sums(a, a, w, batch, batch, s, c, 0.9, 2)
-        assert torch.allclose(out, _dense_row_sums(a, a, w, batch, batch, s, c, 0.9), rtol=1e-12, atol=1e-13)
+        out = torch.ops.tg_rapidalign.kernel_row_sums(a, a, w, batch, batch, s, c, 2.25, 2)
+        r = 2.25 * float(s.max())  # the op's radius
+        assert torch.allclose(out, _dense_row_sums(a, a, w, batch, batch, s, c, r), rtol=1e-12, atol=1e-13)
 
 
 def _fake_inputs():
@@ -342,14 +344,14 @@ def _fake_inputs():
 
 def _rs(v, ops, **kw):
     args = dict(a=v["a"], b=v["b"], cb=v["cb"], batch_a=v["ba"], batch_b=v["bb"], sigmas=v["s"],
-                coefs=v["c"], r=0.5, num_graphs=1)
+                coefs=v["c"], cutoff=0.5, num_graphs=1)
     args.update(kw)
     return ops.kernel_row_sums(*args.values())
 
 
 def _es(v, ops, **kw):
     args = dict(x=v["a"], y=v["b"], q=v["q"], p=v["p"], batch_x=v["ba"], batch_y=v["bb"], R=v["R"], t=v["t"],
-                sigmas=v["s"][:1], coefs=v["c"][:1], r=0.5, num_graphs=1)
+                sigmas=v["s"][:1], coefs=v["c"][:1], cutoff=0.5, num_graphs=1)
     args.update(kw)
     return ops.estep_moments(*args.values())
 
@@ -390,7 +392,7 @@ def test_fake_kernels_accept_what_the_ops_take():
     with FakeTensorMode():
         v = _fake_inputs()
         assert _rs(v, ops).shape == (6, 2)
-        assert _es(v, ops, r=-1.0).shape == (1, 18)
+        assert _es(v, ops, cutoff=-1.0).shape == (1, 18)
         empty, none = torch.empty(0, 3, dtype=torch.float64), torch.empty(0, dtype=torch.long)
         assert _rs(v, ops, a=empty, b=empty, cb=v["cb"][:0], batch_a=none, batch_b=none,
                    num_graphs=0).shape == (0, 2)

@@ -38,16 +38,17 @@ SHAPES = [(1, 1), (2, 1), (5, 1), (5, 2), (3, 3), (1, 2)]
 
 
 @pytest.mark.parametrize("channels,bands", SHAPES)
-@pytest.mark.parametrize("r", [None, 0.2])
+@pytest.mark.parametrize("cutoff", [None, 0.7])
 @pytest.mark.parametrize("sizes", [([40, 0, 25, 1], [30, 6, 0, 12]), ([900, 3], [700, 5])])
-def test_forward_matches_dense_reference(channels, bands, r, sizes):
+def test_forward_matches_dense_reference(channels, bands, cutoff, sizes):
     a, b, cb, ba, bb, s, c = case(*sizes, channels, bands)
     ng = len(sizes[0])
-    ref = dense_row_sums(a, b, cb, ba, bb, s, c, r)
+    # The op's radius: the cutoff in units of the widest band.
+    ref = dense_row_sums(a, b, cb, ba, bb, s, c, None if cutoff is None else cutoff * float(s.max()))
     on_gpu = [t.cuda() for t in (a, b, cb, ba, bb, s, c)]
-    out = native.kernel_row_sums(*on_gpu, r, ng)
+    out = native.kernel_row_sums(*on_gpu, cutoff, ng)
     assert torch.allclose(out.cpu(), ref, rtol=1e-12, atol=1e-13)
-    out32 = native.kernel_row_sums(*[t.float() if t.is_floating_point() else t for t in on_gpu], r, ng)
+    out32 = native.kernel_row_sums(*[t.float() if t.is_floating_point() else t for t in on_gpu], cutoff, ng)
     assert out32.dtype == torch.float32
     assert torch.allclose(out32.cpu().double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 

@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ..ops.gaussian import radius
 from ..weights import normalize_weights
 from .evaluators import make_evaluator
 from .pose import axis_candidates, kabsch, pose_from_moments, signed_permutations, special_polar
@@ -27,27 +28,31 @@ class EMSteps:
     estep: str
     sigmas: Tensor
     coefs: Tensor
-    r: Optional[float]         # neighbor radius of the kernel E-step
-    cutoff: Optional[float]    # in bandwidths, for the robust E-step's own radius
+    cutoff: Optional[float]    # neighbor radius in widest bandwidths (kernel and robust E-steps)
     pose_reg: float
     blend: float
     refresh: bool
     outlier_weight: float
-    min_sigma: float
-    s_max: float
+    min_sigma: Optional[float]  # the robust E-step's floor (None: 1e-3 of the widest band)
+
+    def radius(self) -> Optional[float]:
+        """The kernel E-step's neighbor radius on the host (a sync; only the fixed
+        neighbor lists and the robust E-step need it, never the default steps)."""
+        return radius(self.sigmas, self.cutoff)
 
     def run(self, ev, R: Tensor, t: Tensor, spread: Tensor):
         """Returns ``(R, t, history [iterations, B] or None, sigma^2 [B] or None, fixed neighbors)``."""
         anchor = R.detach()
         reg = self.pose_reg * spread if self.pose_reg > 0 else None
         robust = self.estep == "robust"
-        fixed = None if self.refresh or robust else ev.neighbors(R, t, self.r)
+        fixed = None if self.refresh or robust else ev.neighbors(R, t, self.radius())
         history, sig2 = [], None
         if robust:
-            floor = self.min_sigma ** 2
+            s_max = float(self.sigmas.detach().max())
+            floor = (self.min_sigma if self.min_sigma is not None else 1e-3 * s_max) ** 2
             # CPD's start: the mean squared distance of all pairs, per axis.
             sig2 = ((6 * spread + t.pow(2).sum(-1)) / 3).clamp_min(floor)
-            vol = ev.bounding_volume(self.s_max)
+            vol = ev.bounding_volume(s_max)
             ratio = self.outlier_weight / (1 - self.outlier_weight)
         for _ in range(self.iterations):
             if robust:
@@ -55,7 +60,7 @@ class EMSteps:
                 c = ratio * (2 * math.pi * sig2) ** 1.5 / vol
                 mom = ev.robust_estep(R, t, sig2, c, self.cutoff)
             else:
-                kap, mom = ev.estep(R, t, self.sigmas, self.coefs, self.r, fixed)
+                kap, mom = ev.estep(R, t, self.sigmas, self.coefs, self.cutoff, fixed)
                 history.append(kap.detach())
             R_new, t_new, var = pose_from_moments(mom, R, t, reg, anchor)
             if self.blend > 0:
@@ -124,9 +129,9 @@ def _best_of_axis_starts(ev, data: Centred, em: EMSteps, init: str, full: bool, 
     R, t, history, sig2, fixed = em.run(ev_rep, cand.reshape(-1, 3, 3), zero_t.repeat(K, 1), spread.repeat(K))
     with torch.no_grad():
         score = ev_rep.detached().correlation(R.detach(), t.detach(), em.sigmas.detach(), em.coefs.detach(),
-                                              em.r, fixed).view(K, B)
+                                              em.cutoff, fixed).view(K, B)
     pick = score.argmax(0) * B + torch.arange(B, device=x.device)
     if fixed is not None:  # the chosen copy's neighbors: those of its starting pose
-        fixed = ev.neighbors(cand.reshape(-1, 3, 3)[pick], zero_t, em.r)
+        fixed = ev.neighbors(cand.reshape(-1, 3, 3)[pick], zero_t, em.radius())
     return Solved(R[pick], t[pick], None if history is None else history[:, pick],
                   None if sig2 is None else sig2[pick], fixed)

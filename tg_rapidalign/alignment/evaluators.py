@@ -28,7 +28,7 @@ from torch import Tensor
 from .. import backends
 from ..neighbors.radius import radius_pair_chunks
 from ..ops import native
-from ..ops.gaussian import EXP_FLOOR, band_setup, cut, exponent_block, gaussian
+from ..ops.gaussian import EXP_FLOOR, band_setup, cut, exponent_block, gaussian, radius
 from ..segments import graph_sum
 from .pose import Moments
 
@@ -99,11 +99,12 @@ class DenseCorrelation:
             return E.masked_fill_(~nbr, floor) if not E.requires_grad else E.masked_fill(~nbr, floor)
         return cut(E, threshold, floor)
 
-    def _kernels(self, A: Tensor, Z: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+    def _kernels(self, A: Tensor, Z: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
                  nbr: Optional[Tensor], with_em: bool) -> Tuple[Tensor, Tensor, Tensor]:
         """``(K, M, c)``: the kernel block is ``c * K`` ``[B, n, m]`` and ``M`` is
         proportional to the MM pair weight block (if ``with_em``). For one band
         ``c`` is its coefficient, applied to thin products instead of the block."""
+        r = radius(sigmas, cutoff)
         inv, single, scale, threshold, floor = band_setup(sigmas, None if r is None else r * r)
         E = self._cut(self._exponent(A, Z, scale), threshold, floor, nbr)
         if single:
@@ -122,16 +123,16 @@ class DenseCorrelation:
             return self._exponent(self.X, self._moved(R, t), torch.ones((), dtype=R.dtype,
                                                                          device=R.device)) >= -r * r
 
-    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
-        """``kappa [B]``."""
-        K, _, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, False)
+        """``kappa [B]`` over the pairs within ``cutoff`` widest bandwidths (or the mask ``nbr``)."""
+        K, _, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, cutoff, nbr, False)
         return (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1) * c
 
-    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
         """``kappa [B]`` at this pose and the moments of the MM pair weight."""
-        K, mm, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, r, nbr, True)
+        K, mm, c = self._kernels(self.X, self._moved(R, t), sigmas, coefs, cutoff, nbr, True)
         mom = _row_moments(self.X, torch.bmm(mm, _thin(self.P, self.Y)), self.Q, _sum_rows)
         kappa = mom.mass * c if mm is K else (torch.bmm(K, self.P.unsqueeze(-1)).squeeze(-1) * self.Q).sum(-1)
         return kappa, mom
@@ -158,10 +159,10 @@ class DenseCorrelation:
         hi = torch.where(occupied, self.X, -big).amax(1)
         return _box_volume(lo, hi, floor)
 
-    def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
+    def self_sums(self, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float]) -> Tuple[Tensor, Tensor]:
         """Pose-independent ``kappa_XX`` and ``kappa_YY`` ``[B]``."""
         def one(A, W):
-            K, _, c = self._kernels(A, A, sigmas, coefs, r, None, False)
+            K, _, c = self._kernels(A, A, sigmas, coefs, cutoff, None, False)
             return (torch.bmm(K, W.unsqueeze(-1)).squeeze(-1) * W).sum(-1) * c
         return one(self.X, self.Q), one(self.Y, self.P)
 
@@ -214,11 +215,11 @@ class BucketedDense:
     def neighbors(self, R, t, r):
         return None if r is None else self._each("neighbors", R, t, r)
 
-    def correlation(self, R, t, sigmas, coefs, r, nbr=None):
-        return _cat_graphs(self._each("correlation", R, t, sigmas, coefs, r, nbr=nbr), self.inverse)
+    def correlation(self, R, t, sigmas, coefs, cutoff, nbr=None):
+        return _cat_graphs(self._each("correlation", R, t, sigmas, coefs, cutoff, nbr=nbr), self.inverse)
 
-    def estep(self, R, t, sigmas, coefs, r, nbr=None):
-        parts = self._each("estep", R, t, sigmas, coefs, r, nbr=nbr)
+    def estep(self, R, t, sigmas, coefs, cutoff, nbr=None):
+        parts = self._each("estep", R, t, sigmas, coefs, cutoff, nbr=nbr)
         return (_cat_graphs([p[0] for p in parts], self.inverse),
                 _cat_graphs([p[1] for p in parts], self.inverse))
 
@@ -226,8 +227,8 @@ class BucketedDense:
         return _cat_graphs(self._each("robust_estep", R, t, sigma2, c, cutoff, per_graph=(0, 1)),
                            self.inverse)
 
-    def self_sums(self, sigmas, coefs, r):
-        parts = [part.self_sums(sigmas, coefs, r) for part in self.parts]
+    def self_sums(self, sigmas, coefs, cutoff):
+        parts = [part.self_sums(sigmas, coefs, cutoff) for part in self.parts]
         return tuple(_cat_graphs([p[k] for p in parts], self.inverse) for k in range(2))
 
     def bounding_volume(self, floor: float) -> Tensor:
@@ -271,14 +272,15 @@ class PairCorrelation:
             return torch.empty(2, 0, dtype=torch.long, device=self.x.device)
         return torch.stack([torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])])
 
-    def _row_sums(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, r: Optional[float],
+    def _row_sums(self, a: Tensor, ba: Tensor, b: Tensor, bb: Tensor, cutoff: Optional[float],
                   nbr: Optional[Tensor], sigmas: Tensor, coefs: Tensor, right: Tensor) -> Tensor:
         """``sum_j k(a_i, b_j) right_j`` per row ``i`` of ``a`` ``[N, F]``, over the
-        pairs within ``r`` (or the fixed list ``nbr``)."""
+        pairs within ``cutoff`` widest bandwidths (or the fixed list ``nbr``)."""
         if nbr is None and self.use_native:
-            return native.kernel_row_sums(a, b, right, ba, bb, sigmas, coefs, r, self.num_graphs)
+            return native.kernel_row_sums(a, b, right, ba, bb, sigmas, coefs, cutoff, self.num_graphs)
         out = right.new_zeros(a.size(0), right.size(1))
-        for i, j in ([tuple(nbr)] if nbr is not None else self._chunks(a, ba, b, bb, r)):
+        pairs = [tuple(nbr)] if nbr is not None else self._chunks(a, ba, b, bb, radius(sigmas, cutoff))
+        for i, j in pairs:
             d2 = (a[i] - b[j]).pow(2).sum(-1)
             out = out.index_add(0, i, gaussian(d2, sigmas, coefs).unsqueeze(-1) * right[j])
         return out
@@ -286,17 +288,17 @@ class PairCorrelation:
     def _graph_sum(self, values: Tensor) -> Tensor:
         return graph_sum(values, self.bx, self.num_graphs)
 
-    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+    def correlation(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
                     nbr: Optional[Tensor] = None) -> Tensor:
         z = self._moved(R, t)
         # x the only input that needs a gradient (the usual loss: a prediction against
         # a detached pose and target): one sweep gives it, see row_sums_first_moment.
         if nbr is None and self.use_native and torch.is_grad_enabled() and self.x.requires_grad and \
                 native.row_sums_first_moment_applies(self.x, z, self.p, sigmas, coefs):
-            rows = native.row_sums_first_moment(self.x, z, self.p, self.bx, self.by, sigmas, coefs, r,
+            rows = native.row_sums_first_moment(self.x, z, self.p, self.bx, self.by, sigmas, coefs, cutoff,
                                                 self.num_graphs)
             return self._graph_sum(self.q * rows)
-        rows = self._row_sums(self.x, self.bx, z, self.by, r, nbr, sigmas, coefs, self.p.unsqueeze(-1))
+        rows = self._row_sums(self.x, self.bx, z, self.by, cutoff, nbr, sigmas, coefs, self.p.unsqueeze(-1))
         return self._graph_sum(self.q * rows[:, 0])
 
     def _per_graph_estep(self, sigmas: Tensor, R: Tensor, t: Tensor) -> bool:
@@ -314,20 +316,20 @@ class PairCorrelation:
             self._estep_native = backends.select("estep", "auto", problem) == "native"
         return self._estep_native
 
-    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+    def estep(self, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
               nbr: Optional[Tensor] = None) -> Tuple[Tensor, Moments]:
         if nbr is None and self._per_graph_estep(sigmas, R, t):
             out = native.estep_moments(self.x, self.y, self.q, self.p, self.bx, self.by, R, t, sigmas,
-                                       em_coefs(sigmas, coefs), r, self.num_graphs)
+                                       em_coefs(sigmas, coefs), cutoff, self.num_graphs)
             mom = Moments(out[:, 0], out[:, 1:4], out[:, 4:7], out[:, 7:16].view(-1, 3, 3), out[:, 16],
                           out[:, 17])
             return mom.mass, mom  # one band: em_coefs is the coefficient itself
-        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, r, nbr, sigmas,
+        rows = self._row_sums(self.x, self.bx, self._moved(R, t), self.by, cutoff, nbr, sigmas,
                               em_coefs(sigmas, coefs), _thin(self.p, self.y))
         mom = _row_moments(self.x, rows, self.q, self._graph_sum)
         if sigmas.numel() == 1:  # the rows carry the band's coefficient (em_coefs keeps it)
             return mom.mass, mom
-        return self.correlation(R, t, sigmas, coefs, r, nbr), mom
+        return self.correlation(R, t, sigmas, coefs, cutoff, nbr), mom
 
     def robust_estep(self, R: Tensor, t: Tensor, sigma2: Tensor, c: Tensor,
                      cutoff: Optional[float]) -> Moments:
@@ -346,11 +348,11 @@ class PairCorrelation:
         hi = self.x.new_full((self.num_graphs, 3), float("-inf")).scatter_reduce(0, idx, self.x, "amax")
         return _box_volume(lo, hi, floor)
 
-    def self_sums(self, sigmas: Tensor, coefs: Tensor, r: Optional[float]) -> Tuple[Tensor, Tensor]:
+    def self_sums(self, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float]) -> Tuple[Tensor, Tensor]:
         def one(a, b, w):
             if self.use_native:  # the points are centred
-                return native.self_sum(a, b, w, sigmas, coefs, r, self.num_graphs, centred=True)
-            rows = self._row_sums(a, b, a, b, r, None, sigmas, coefs, w.unsqueeze(-1))
+                return native.self_sum(a, b, w, sigmas, coefs, cutoff, self.num_graphs, centred=True)
+            rows = self._row_sums(a, b, a, b, cutoff, None, sigmas, coefs, w.unsqueeze(-1))
             return graph_sum(w * rows[:, 0], b, self.num_graphs)
         return one(self.x, self.bx, self.q), one(self.y, self.by, self.p)
 

@@ -7,7 +7,14 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_batch, check_positions, check_same_space, check_weights, resolve_num_graphs
+from .._validation import (
+    check_batch,
+    check_positions,
+    check_same_space,
+    check_values,
+    check_weights,
+    resolve_num_graphs,
+)
 from ..numerics import centre
 from ..weights import normalize_weights
 from .em import Centred
@@ -33,9 +40,13 @@ def prepare(x: Tensor, y: Tensor, batch_x: Optional[Tensor], batch_y: Optional[T
     num_graphs = resolve_num_graphs(batch_x, batch_y, num_graphs)
     weight_x = check_weights(weight_x, x.size(0), "weight_x", x)
     weight_y = check_weights(weight_y, y.size(0), "weight_y", y)
-    if paired and (x.size(0) != y.size(0) or not torch.equal(batch_x, batch_y)):
-        raise ValueError("init='paired' needs x and y with the same nodes: equal sizes and equal "
-                         "batch vectors (row i of x paired with row i of y)")
+    if paired:
+        same = "init='paired' needs x and y with the same nodes: equal sizes and equal batch vectors " \
+               "(row i of x paired with row i of y)"
+        if x.size(0) != y.size(0):
+            raise ValueError(same)
+        if batch_x is not batch_y and x.size(0):
+            check_values((batch_x == batch_y).all(), same)
     q = normalize_weights(weight_x, batch_x, num_graphs, x.dtype, max_ratio=max_weight_ratio)
     p = normalize_weights(weight_y, batch_y, num_graphs, y.dtype, max_ratio=max_weight_ratio)
     xc, mu_x = centre(x, q, batch_x, num_graphs)

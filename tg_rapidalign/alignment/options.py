@@ -83,18 +83,24 @@ class AlignmentOptions:
 
     @classmethod
     def fields(cls) -> tuple:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return _FIELDS
 
     @classmethod
     def merge(cls, options: Optional["AlignmentOptions"], overrides: dict) -> "AlignmentOptions":
         """``options`` (default: all defaults) with the keyword ``overrides`` applied."""
         if options is not None and not isinstance(options, AlignmentOptions):
             raise TypeError(f"options must be an AlignmentOptions, got {type(options).__name__}")
+        if not overrides and options is not None:
+            return options
         unknown = set(overrides) - set(cls.fields())
         if unknown:
             raise TypeError(f"se3_kernel_alignment() got unexpected keyword argument(s) {sorted(unknown)}")
         base = options if options is not None else cls()
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+# The option names, read once (torch.compile cannot trace dataclasses.fields).
+_FIELDS = tuple(f.name for f in dataclasses.fields(AlignmentOptions))
 
 
 def check_iterations(iterations) -> int:

@@ -145,14 +145,16 @@ def axis_candidates(cx: Tensor, cy: Tensor, signs: Tensor) -> Tensor:
 
 def signed_permutations(count: int, dtype, device) -> Tensor:
     """The ``count`` = 4 sign choices of the identity order, or all 24 proper
-    signed permutations (the rotations of the cube), as [K, 3, 3] with det +1."""
+    signed permutations (the rotations of the cube), as [K, 3, 3] with det +1.
+    Built from Python numbers (the last row's sign makes the determinant +1), so
+    torch.compile sees a constant."""
     mats = []
     perms = [(0, 1, 2)] if count == 4 else list(itertools.permutations(range(3)))
     for perm in perms:
-        for s in itertools.product((1.0, -1.0), repeat=2):
-            G = torch.zeros(3, 3, dtype=dtype, device=device)
-            G[0, perm[0]], G[1, perm[1]], G[2, perm[2]] = s[0], s[1], 1.0
-            if torch.linalg.det(G) < 0:
-                G[2] = -G[2]
-            mats.append(G)
-    return torch.stack(mats)
+        parity = -1.0 if sum(perm[i] > perm[j] for i in range(3) for j in range(i + 1, 3)) % 2 else 1.0
+        for s0, s1 in itertools.product((1.0, -1.0), repeat=2):
+            rows = [[0.0] * 3 for _ in range(3)]
+            # det = parity * s0 * s1 * s2, so s2 = parity * s0 * s1 makes it +1.
+            rows[0][perm[0]], rows[1][perm[1]], rows[2][perm[2]] = s0, s1, parity * s0 * s1
+            mats.append(rows)
+    return torch.tensor(mats, dtype=dtype, device=device)

@@ -35,12 +35,12 @@ def objective(name: str, value: Tensor, tau: float, eps: float, floor: Optional[
     return -torch.log(value + eps) / tau
 
 
-def score(ev, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float], fixed,
+def score(ev, R: Tensor, t: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float], fixed,
           name: str, tau: float, eps: float, floor: Optional[float]) -> Score:
     """Evaluates the loss at the pose ``(R, t)`` (differentiable in the inputs,
     and in the pose when it is tracked)."""
-    kappa = ev.correlation(R, t, sigmas, coefs, r, fixed)
-    kxx, kyy = ev.self_sums(sigmas, coefs, r)
+    kappa = ev.correlation(R, t, sigmas, coefs, cutoff, fixed)
+    kxx, kyy = ev.self_sums(sigmas, coefs, cutoff)
     sim = cosine_from_sums(kappa, kxx, kyy)
     value = sim if name in ("log_cosine", "cosine") else kappa
     return Score(objective(name, value, tau, eps, floor), kappa, sim, kxx, kyy)

@@ -185,8 +185,6 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
                    opts.max_weight_ratio)
     data = prep.data
     sigmas, coefs = resolve_kernel(sigma, x.dtype, x.device)
-    s_max = float(sigmas.detach().max())
-    r = None if cutoff is None else cutoff * s_max
 
     problem = backends.Problem.of(x, bands=sigmas.numel(),
                                   batches=(data.batch_x, data.batch_y, data.num_graphs))
@@ -196,15 +194,15 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     needs_moments = init in ("principal_axes", "octahedral") or opts.pose_reg > 0 or estep == "robust"
     spread, covariances = second_moments(data, needs_moments, full)
     em = EMSteps(iterations=iterations, estep=estep, sigmas=sigmas if full else sigmas.detach(),
-                 coefs=coefs if full else coefs.detach(), r=r, cutoff=cutoff, pose_reg=opts.pose_reg,
+                 coefs=coefs if full else coefs.detach(), cutoff=cutoff, pose_reg=opts.pose_reg,
                  blend=opts.pose_blend, refresh=opts.refresh_neighbors, outlier_weight=opts.outlier_weight,
-                 min_sigma=opts.min_sigma if opts.min_sigma is not None else 1e-3 * s_max, s_max=s_max)
+                 min_sigma=opts.min_sigma)
     R, t, history, sig2, fixed = solve_pose(ev, data, em, init, full, spread, covariances, backend,
                                             opts.radius_backend)
     if not full:
         R, t = R.detach(), t.detach()
 
-    out = score(ev, R, t, sigmas, coefs, r, fixed, objective, tau, opts.eps, opts.kappa_floor)
+    out = score(ev, R, t, sigmas, coefs, cutoff, fixed, objective, tau, opts.eps, opts.kappa_floor)
     if history is not None:
         history = torch.cat([history, out.kappa.detach().unsqueeze(0)])
     t_out = prep.mu_x - (R @ prep.mu_y.unsqueeze(-1)).squeeze(-1) + t

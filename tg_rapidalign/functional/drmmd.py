@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .._validation import check_positions, check_positive_scalar, check_same_space
 from ..kernels import KernelLike, resolve_kernel
+from ..numerics import numeric_policy
 from ..ops.gaussian import band_blocks, gaussian_gram, pairwise_sqdist
 
 
@@ -78,6 +79,7 @@ def _check(x: Tensor, y: Tensor, lam) -> float:
     return check_positive_scalar(lam, "lam")
 
 
+@numeric_policy
 def drmmd_parts(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0
                 ) -> Tuple[Tensor, Tensor, Tensor]:
     """``(drmmd, mmd2, beta)``, all in float64 (differentiable)."""
@@ -88,6 +90,7 @@ def drmmd_parts(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0
     return _from_gram(kxx, kxy, kyy, lam)
 
 
+@numeric_policy
 def drmmd_from_gram(kxx: Tensor, kxy: Tensor, kyy: Tensor, lam: float = 1.0) -> Tensor:
     r"""DrMMD for any positive-definite kernel, from its Gram matrices
     :math:`K_{XX}` :math:`[N, N]`, :math:`K_{XY}` :math:`[N, M]` and :math:`K_{YY}`
@@ -113,6 +116,7 @@ def _from_gram(kxx: Tensor, kxy: Tensor, kyy: Tensor, lam: float) -> Tuple[Tenso
     return value, mmd2, beta
 
 
+@numeric_policy
 def drmmd(x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0) -> Tensor:
     r"""The de-regularised MMD between particles ``x`` and target samples ``y``
     (see the module docstring for the formula), a 0-d tensor, differentiable in
@@ -146,6 +150,7 @@ def witness_grad(z: Tensor, x: Tensor, y: Tensor, beta: Optional[Tensor], sigmas
     return scale * gaussian_grad_sum(z, torch.cat([x, y]), c, sigmas, coefs, blocks)
 
 
+@numeric_policy
 def drmmd_witness_grad(z: Tensor, x: Tensor, y: Tensor, sigma: KernelLike = 1.0, lam: float = 1.0) -> Tensor:
     r"""The gradient :math:`\nabla_z h(z)` of the DrMMD witness at query points
     ``z`` :math:`[K, d]` (closed form), with :math:`\beta` solved from ``x`` and ``y``.

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .._validation import check_choice, check_index_vector, check_positions, check_weights
 from ..kernels import KernelLike, resolve_kernel
+from ..numerics import numeric_policy
 from ..ops.gaussian import gaussian_gram
 from .mmd import unbiased_self_sum
 
@@ -48,6 +49,7 @@ def _self_terms(W: Tensor, KW: Tensor, k0: Tensor, unbiased: bool, counts: Tenso
     return unbiased_self_sum(s, W.pow(2).sum(0), counts, k0)
 
 
+@numeric_policy
 def group_mmd(z: Tensor, groups: Tensor, weight: Optional[Tensor] = None, sigma: KernelLike = 1.0, *,
               mode: str = "pairwise", unbiased: bool = False, num_groups: Optional[int] = None
               ) -> Tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ from .._validation import (
 from ..kernels import KernelLike, resolve_kernel, resolve_type_weight
 from ..numerics import numeric_policy
 from ..ops import native
-from ..ops.gaussian import cosine_from_sums, gaussian
+from ..ops.gaussian import cosine_from_sums, gaussian, radius
 from ..ops.pair_sum import make_plan, tiled_pair_sum
 from ..segments import graph_sizes, graph_sum
 from ..weights import normalize_weights
@@ -43,13 +43,15 @@ class KernelSums(NamedTuple):
     k0: Tensor   # k(x, x), the kernel's value at distance 0
 
 
-def _dense_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
+def _dense_sums(x, y, bx, by, wx, wy, sigmas, coefs, cutoff, num_graphs):
     from torch_geometric.utils import to_dense_batch
 
     X, _ = to_dense_batch(x, bx, batch_size=num_graphs)
     Y, _ = to_dense_batch(y, by, batch_size=num_graphs)
     WX, _ = to_dense_batch(wx, bx, batch_size=num_graphs)
     WY, _ = to_dense_batch(wy, by, batch_size=num_graphs)
+
+    r = radius(sigmas, cutoff)
 
     def block(A, WA, B, WB):
         d2 = (A.unsqueeze(2) - B.unsqueeze(1)).pow(2).sum(-1)
@@ -61,7 +63,7 @@ def _dense_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
     return block(X, WX, X, WX), block(Y, WY, Y, WY), block(X, WX, Y, WY)
 
 
-def _tiled_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
+def _tiled_sums(x, y, bx, by, wx, wy, sigmas, coefs, cutoff, num_graphs):
     # One symmetric sum over the union Z = X u Y with two coefficient channels
     # (w on X, 0 on Y) and (0 on X, w on Y) yields K_XX, K_XY and K_YY at once,
     # each kernel value computed once per unordered pair.
@@ -69,36 +71,36 @@ def _tiled_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
     bz = torch.cat([bx, by], 0)
     cz = torch.cat([torch.stack([wx, torch.zeros_like(wx)], 1),
                     torch.stack([torch.zeros_like(wy), wy], 1)], 0)
-    plan = make_plan(z, bz, None, None, num_graphs, r)
+    plan = make_plan(z, bz, None, None, num_graphs, radius(sigmas, cutoff))
     s = tiled_pair_sum(plan, sigmas, coefs, z, cz)
     return s[:, 0, 0], s[:, 1, 1], s[:, 0, 1]
 
 
-def _native_sums(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs):
-    kxx = native.self_sum(x, bx, wx, sigmas, coefs, r, num_graphs)
-    kyy = native.self_sum(y, by, wy, sigmas, coefs, r, num_graphs)
-    txy = native.kernel_row_sums(x, y, wy.unsqueeze(1), bx, by, sigmas, coefs, r, num_graphs)
+def _native_sums(x, y, bx, by, wx, wy, sigmas, coefs, cutoff, num_graphs):
+    kxx = native.self_sum(x, bx, wx, sigmas, coefs, cutoff, num_graphs)
+    kyy = native.self_sum(y, by, wy, sigmas, coefs, cutoff, num_graphs)
+    txy = native.kernel_row_sums(x, y, wy.unsqueeze(1), bx, by, sigmas, coefs, cutoff, num_graphs)
     kxy = graph_sum(wx * txy[:, 0], bx, num_graphs)
     return kxx, kyy, kxy
 
 
-def _typed_sums(fn, sigma, x, y, bx, by, wx, wy, type_x, type_y, sigmas, coefs, r, num_graphs):
+def _typed_sums(fn, sigma, x, y, bx, by, wx, wy, type_x, type_y, sigmas, coefs, cutoff, num_graphs):
     """Sums of the kernel times the type kernel ``beta + (1 - beta) [a = b]``: the
     same-type part is the plain sum over (graph, type) slots, ``graph * T + type``
     (the batch re-keyed and stably sorted; weights stay normalised per graph)."""
     beta = resolve_type_weight(sigma, x.dtype, x.device)
     wants_grad = beta.requires_grad and torch.is_grad_enabled()
     if not wants_grad and bool(beta >= 1 - _NEGLIGIBLE):
-        return fn(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs)
+        return fn(x, y, bx, by, wx, wy, sigmas, coefs, cutoff, num_graphs)
     types, inverse = torch.unique(torch.cat([type_x, type_y]), return_inverse=True)
     T = max(types.numel(), 1)
     key_x, key_y = bx * T + inverse[: x.size(0)], by * T + inverse[x.size(0):]
     ox, oy = torch.argsort(key_x, stable=True), torch.argsort(key_y, stable=True)
-    same = fn(x[ox], y[oy], key_x[ox], key_y[oy], wx[ox], wy[oy], sigmas, coefs, r, num_graphs * T)
+    same = fn(x[ox], y[oy], key_x[ox], key_y[oy], wx[ox], wy[oy], sigmas, coefs, cutoff, num_graphs * T)
     same = [v.view(num_graphs, T).sum(1) for v in same]
     if not wants_grad and bool(beta <= _NEGLIGIBLE):
         return same
-    plain = fn(x, y, bx, by, wx, wy, sigmas, coefs, r, num_graphs)
+    plain = fn(x, y, bx, by, wx, wy, sigmas, coefs, cutoff, num_graphs)
     return [beta * p + (1 - beta) * t for p, t in zip(plain, same)]
 
 
@@ -127,24 +129,24 @@ def kernel_sums(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
         type_x = check_index_vector(type_x, x.size(0), "type_x", x.device, "node types")
         type_y = check_index_vector(type_y, y.size(0), "type_y", y.device, "node types")
     sigmas, coefs = resolve_kernel(sigma, x.dtype, x.device)
-    r = None if cutoff is None else cutoff * float(sigmas.detach().max())
 
     wx = normalize_weights(weight_x, batch_x, num_graphs, x.dtype)
     wy = normalize_weights(weight_y, batch_y, num_graphs, y.dtype)
     nx = graph_sizes(batch_x, num_graphs)
     ny = graph_sizes(batch_y, num_graphs)
     def sizes():  # the padded block's size, if the registry asks
-        biggest = int(torch.maximum(nx, ny).max()) if num_graphs else 0
+        _, largest_x, largest_y = backends.largest_graphs(batch_x, batch_y, num_graphs)
+        biggest = max(largest_x, largest_y)
         return num_graphs, biggest, biggest
 
     backend = backends.select("kernel_sums", backend,
                               backends.Problem(x, x.size(1), sigmas.numel(), sizes=sizes))
     fn = {"dense": _dense_sums, "tiled": _tiled_sums, "native": _native_sums}[backend]
     if type_x is None:
-        kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, r, num_graphs)
+        kxx, kyy, kxy = fn(x, y, batch_x, batch_y, wx, wy, sigmas, coefs, cutoff, num_graphs)
     else:
         kxx, kyy, kxy = _typed_sums(fn, sigma, x, y, batch_x, batch_y, wx, wy, type_x, type_y, sigmas,
-                                    coefs, r, num_graphs)
+                                    coefs, cutoff, num_graphs)
     wx2 = graph_sum(wx * wx, batch_x, num_graphs)
     wy2 = graph_sum(wy * wy, batch_y, num_graphs)
     return KernelSums(kxx, kyy, kxy, wx2, wy2, nx, ny, coefs.sum())

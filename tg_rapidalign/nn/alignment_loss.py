@@ -66,17 +66,22 @@ class SE3KernelAlignmentLoss(torch.nn.Module):
         check_alignment_keywords(self.options)
 
     def align(self, pred, target, batch_pred: Optional[Tensor] = None,
-              batch_target: Optional[Tensor] = None) -> AlignmentResult:
-        """The full per-graph :class:`AlignmentResult` (loss, kappa, pose, ...)."""
-        x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target)
+              batch_target: Optional[Tensor] = None, num_graphs: Optional[int] = None) -> AlignmentResult:
+        """The full per-graph :class:`AlignmentResult` (loss, kappa, pose, ...).
+        ``num_graphs`` as in :meth:`forward`."""
+        x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target, num_graphs)
         wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
         wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
         sigma = self.schedule.sigma if self.schedule is not None else self.kernel
         return se3_kernel_alignment(x, y, bx, by, wx, wy, sigma, num_graphs=num_graphs, **self.options)
 
     def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
-                batch_target: Optional[Tensor] = None) -> Tensor:
-        return reduce_loss(self.align(pred, target, batch_pred, batch_target).loss, self.reduction)
+                batch_target: Optional[Tensor] = None, num_graphs: Optional[int] = None) -> Tensor:
+        r"""The reduced loss. ``num_graphs`` (:math:`B`) is read from a ``Batch``,
+        else from the batch vectors (a host sync): pass it inside a
+        ``torch.compile``-d step."""
+        return reduce_loss(self.align(pred, target, batch_pred, batch_target, num_graphs).loss,
+                           self.reduction)
 
     def __repr__(self) -> str:
         kernel = self.schedule if self.schedule is not None else self.kernel

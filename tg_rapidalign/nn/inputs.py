@@ -46,17 +46,19 @@ def resolve_weight(spec: WeightSpec, data, num_nodes: int, like: Tensor, name: s
                     f"or a callable, got {type(spec).__name__}")
 
 
-def pair_inputs(pred, target, batch_pred: Optional[Tensor], batch_target: Optional[Tensor]):
+def pair_inputs(pred, target, batch_pred: Optional[Tensor], batch_target: Optional[Tensor],
+                num_graphs: Optional[int] = None):
     """``(x, y, batch_x, batch_y, num_graphs)`` from a (pred, target) pair; the
-    graph counts of two ``Batch`` objects must agree."""
+    graph counts of two ``Batch`` objects (and a given ``num_graphs``) must agree."""
     x, bx, nx = unpack(pred, "pred")
     y, by, ny = unpack(target, "target")
     bx = batch_pred if batch_pred is not None else bx
     by = batch_target if batch_target is not None else by
-    num_graphs = None
     if nx is not None and ny is not None:
         if nx != ny:
             raise ValueError(f"pred has {nx} graphs but target has {ny}")
+        if num_graphs is not None and num_graphs != nx:
+            raise ValueError(f"num_graphs={num_graphs} but the inputs hold {nx} graphs")
         num_graphs = nx
     return x, y, bx, by, num_graphs
 

@@ -80,8 +80,12 @@ class KernelMMDLoss(torch.nn.Module):
             raise ValueError("unbiased applies to similarity='mmd' only")
 
     def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
-                batch_target: Optional[Tensor] = None) -> Tensor:
-        x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target)
+                batch_target: Optional[Tensor] = None, num_graphs: Optional[int] = None) -> Tensor:
+        r"""The loss between ``pred`` and ``target`` (tensors ``[N, D]`` with optional
+        batch vectors, or PyG ``Data``/``Batch`` objects holding ``pos``).
+        ``num_graphs`` (:math:`B`) is read from a ``Batch``, else from the batch
+        vectors (a host sync): pass it inside a ``torch.compile``-d step."""
+        x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target, num_graphs)
         wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
         wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
         if self.max_weight_ratio is not None:
@@ -99,6 +103,7 @@ class KernelMMDLoss(torch.nn.Module):
     def _clamp(self, w, batch, n, like, num_graphs):
         if batch is None:
             batch = torch.zeros(n, dtype=torch.long, device=like.device)
+            num_graphs = 1 if num_graphs is None else num_graphs
         b = num_graphs if num_graphs is not None else (int(batch.max()) + 1 if n else 1)
         return normalize_weights(w, batch, b, like.dtype, max_ratio=self.max_weight_ratio)
 

@@ -69,6 +69,15 @@ def exponent_block(A: Tensor, B: Tensor, scale: Tensor) -> Tensor:
     return torch.matmul(a_aug, b_aug.transpose(-1, -2))
 
 
+def radius(sigmas: Tensor, cutoff: Optional[float]) -> Optional[float]:
+    """The neighbor radius of a ``cutoff`` in units of the widest band,
+    ``cutoff * max(sigmas)`` as a host float (``None``: no cutoff), computed in
+    double precision exactly as the native ops compute it from the same cutoff,
+    so that every backend keeps the same pairs. Reading the bandwidth is the
+    pure-torch paths' host sync; the native ops take ``cutoff`` itself."""
+    return None if cutoff is None else cutoff * float(sigmas.detach().max())
+
+
 def cut_threshold(scale: Tensor, r2: Optional[float]) -> Optional[float]:
     """The largest exponent to drop: just below ``-scale * r2`` in the working
     dtype, so that ``threshold`` (which replaces ``x <= t``) keeps ``d2 == r2``."""

@@ -8,15 +8,19 @@ install time), importing the package warns once and every op falls back to its
 pure-torch path.
 
 * ``radius_pairs(x, y, r, batch_x, batch_y, num_graphs) -> [2, E]``
-* ``kernel_row_sums(a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs) -> [N, C]``:
+* ``kernel_row_sums(a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs) -> [N, C]``:
 
   .. math::
       T_{ic} = \sum_{j \in g(i),\ \lVert a_i - b_j \rVert \le r}
       \Big(\sum_k c_k e^{-\lVert a_i - b_j \rVert^2 / 2\sigma_k^2}\Big)\, c^b_{jc},
 
-  evaluated over a grid hash of ``b`` without forming a pair list; ``r < 0``
-  means no cutoff. Kernel sums (MMD, cosine) and every moment of the alignment
-  E-step are per-graph sums of these rows.
+  evaluated over a grid hash of ``b`` without forming a pair list, with the
+  radius :math:`r = \mathrm{cutoff} \cdot \max_k \sigma_k` (a negative
+  ``cutoff``: no cutoff). The ops take the cutoff in units of the widest band,
+  not a radius, so a learnable bandwidth is never read on the host by the
+  caller (a sync, and a graph break under ``torch.compile``). Kernel sums
+  (MMD, cosine) and every moment of the alignment E-step are per-graph sums of
+  these rows.
 """
 from __future__ import annotations
 
@@ -58,16 +62,20 @@ if not AVAILABLE:  # pragma: no cover - depends on the install
 LIMITS = {name: int(getattr(_C, name)) for name in _LIMIT_NAMES} if AVAILABLE else {}
 
 
+_OPS = ("radius_pairs", "kernel_row_sums", "kernel_row_sums_backward", "estep_moments", "special_polar3")
+# (op, device type) -> whether the extension registered a kernel, read once from
+# the dispatcher (a plain dict lookup is all torch.compile has to trace).
+_KERNELS = {(op, device): torch._C._dispatch_has_kernel_for_dispatch_key(f"tg_rapidalign::{op}", key)
+            for op in _OPS for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))} if AVAILABLE else {}
+
+
 def has_kernel(op: str, device: torch.device) -> bool:
     """Whether the extension registered a kernel of ``tg_rapidalign::op`` for this device."""
-    if not AVAILABLE:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"tg_rapidalign::{op}", key)
+    return _KERNELS.get((op, device.type), False)
 
 
-def _radius(r: Optional[float]) -> float:
-    return -1.0 if r is None else float(r)
+def _cutoff(cutoff: Optional[float]) -> float:
+    return -1.0 if cutoff is None else float(cutoff)
 
 
 def _as_3d(p: Tensor) -> Tensor:
@@ -82,11 +90,11 @@ def radius_pairs(x: Tensor, y: Tensor, r: float, batch_x: Tensor, batch_y: Tenso
 
 
 def kernel_row_sums(a: Tensor, b: Tensor, cb: Tensor, batch_a: Tensor, batch_b: Tensor, sigmas: Tensor,
-                    coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
+                    coefs: Tensor, cutoff: Optional[float], num_graphs: int) -> Tensor:
     """``T [N, C]`` (see the module docstring); differentiable in ``a``, ``b``,
     ``cb``, ``sigmas`` and ``coefs``."""
     return torch.ops.tg_rapidalign.kernel_row_sums(_as_3d(a), _as_3d(b), cb, batch_a, batch_b,
-                                                   sigmas.to(a.dtype), coefs.to(a.dtype), _radius(r),
+                                                   sigmas.to(a.dtype), coefs.to(a.dtype), _cutoff(cutoff),
                                                    num_graphs)
 
 
@@ -94,14 +102,15 @@ class _RowSumsFirstMoment(torch.autograd.Function):
     r"""One band, ``T_i = \sum_j k(a_i, b_j) w_j`` with the gradient in ``a`` from
     the same pass: the rows also carry :math:`\sum_j k_{ij} w_j b_j`, and
     :math:`\partial T_i / \partial a_i = -(a_i T_i - \sum_j k_{ij} w_j b_j) / \sigma^2`,
-    so the backward needs no second sweep over the pairs."""
+    so the backward needs no second sweep over the pairs. The rows are computed
+    outside (without autograd) and passed in: only ``a``, the rows and the band
+    enter ``apply`` (torch.compile refuses an ``apply`` whose inputs repeat a
+    tensor, as ``batch_a is batch_b`` would)."""
 
     @staticmethod
-    def forward(ctx, a, b, w, batch_a, batch_b, sigmas, coefs, r, num_graphs):
-        cb = torch.cat([w.unsqueeze(1), w.unsqueeze(1) * b], 1)
-        rows = kernel_row_sums(a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs)
+    def forward(ctx, a, rows, sigmas):
         ctx.save_for_backward(a, rows, sigmas)
-        return rows[:, 0]
+        return rows[:, 0].clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -109,7 +118,7 @@ class _RowSumsFirstMoment(torch.autograd.Function):
         a, rows, sigmas = ctx.saved_tensors
         inv = (1.0 / sigmas.to(a.dtype).pow(2)).reshape(())
         ga = (grad * -inv).unsqueeze(1) * (a * rows[:, :1] - rows[:, 1:4])
-        return ga, None, None, None, None, None, None, None, None
+        return ga, None, None
 
 
 def row_sums_first_moment_applies(a: Tensor, b: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor) -> bool:
@@ -125,14 +134,17 @@ def row_sums_first_moment_applies(a: Tensor, b: Tensor, w: Tensor, sigmas: Tenso
 
 
 def row_sums_first_moment(a: Tensor, b: Tensor, w: Tensor, batch_a: Tensor, batch_b: Tensor,
-                          sigmas: Tensor, coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
+                          sigmas: Tensor, coefs: Tensor, cutoff: Optional[float], num_graphs: int) -> Tensor:
     """``T [N]`` of one band and weights ``w [M]``, differentiable in ``a`` only
     (see :class:`_RowSumsFirstMoment`); callers check
     :func:`row_sums_first_moment_applies`."""
-    return _RowSumsFirstMoment.apply(a, b, w, batch_a, batch_b, sigmas, coefs, r, num_graphs)
+    with torch.no_grad():
+        cb = torch.cat([w.unsqueeze(1), w.unsqueeze(1) * b], 1)
+        rows = kernel_row_sums(a.detach(), b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs)
+    return _RowSumsFirstMoment.apply(a, rows, sigmas)
 
 
-def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float],
+def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
              num_graphs: int, centred: bool = False) -> Tensor:
     """``sum_ij w_i k(x_i, x_j) w_j`` per graph ``[num_graphs]``. With fixed
     bandwidths the gradient is symmetric in the two slots, so only the first slot
@@ -141,28 +153,30 @@ def self_sum(x: Tensor, batch: Tensor, w: Tensor, sigmas: Tensor, coefs: Tensor,
     ``centred`` points (the alignment loss's) take the slot's gradient in ``x``
     from the forward sweep when it applies (see :func:`row_sums_first_moment`)."""
     if sigmas.requires_grad or coefs.requires_grad:
-        rows = kernel_row_sums(x, x, w.unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)
+        rows = kernel_row_sums(x, x, w.unsqueeze(1), batch, batch, sigmas, coefs, cutoff, num_graphs)
         return graph_sum(w * rows[:, 0], batch, num_graphs)
     xd, wd = x.detach(), w.detach()
     if centred and torch.is_grad_enabled() and x.requires_grad and \
             row_sums_first_moment_applies(x, xd, wd, sigmas, coefs):
-        rows = row_sums_first_moment(x, xd, wd, batch, batch, sigmas, coefs, r, num_graphs)
+        rows = row_sums_first_moment(x, xd, wd, batch, batch, sigmas, coefs, cutoff, num_graphs)
     else:
-        rows = kernel_row_sums(x, xd, wd.unsqueeze(1), batch, batch, sigmas, coefs, r, num_graphs)[:, 0]
+        rows = kernel_row_sums(x, xd, wd.unsqueeze(1), batch, batch, sigmas, coefs, cutoff, num_graphs)[:, 0]
     half = graph_sum(w * rows, batch, num_graphs)  # the gradient of one slot
     return 2 * half - half.detach()
 
 
 def estep_moments(x: Tensor, y: Tensor, q: Tensor, p: Tensor, batch_x: Tensor, batch_y: Tensor, R: Tensor,
-                  t: Tensor, sigmas: Tensor, coefs: Tensor, r: Optional[float], num_graphs: int) -> Tensor:
+                  t: Tensor, sigmas: Tensor, coefs: Tensor, cutoff: Optional[float],
+                  num_graphs: int) -> Tensor:
     r"""The alignment E-step's moments per graph in one pass, ``[B, 18]``: with
     :math:`z_j = R_g y_j + t_g` and :math:`w_{ij} = q_i\, k(x_i, z_j)\, p_j` over the
-    pairs of graph :math:`g` within ``r``, the columns are :math:`\sum w`,
+    pairs of graph :math:`g` within ``cutoff`` bandwidths, the columns are :math:`\sum w`,
     :math:`\sum w x` (3), :math:`\sum w y` (3), :math:`\sum w x y^\top` (9,
     row-major), :math:`\sum w |x|^2` and :math:`\sum w |y|^2`. One band; sorted
     batches; not differentiable (the pose step is a constant of the gradient)."""
     return torch.ops.tg_rapidalign.estep_moments(x, y, q, p, batch_x, batch_y, R, t, sigmas.to(x.dtype),
-                                                 coefs.to(x.dtype), _radius(r), num_graphs)
+                                                 coefs.to(x.dtype), _cutoff(cutoff),
+                                                 num_graphs)
 
 
 def special_polar3(S: Tensor) -> Tensor:

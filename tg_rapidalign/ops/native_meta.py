@@ -84,14 +84,18 @@ def _bands(op, sigmas, coefs, ref, exact=None):
                          f"{sigmas.dtype} and {coefs.dtype}")
 
 
-def _radius(op, r, negative_means_no_cutoff):
+def _radius(op, r):
     if isinstance(r, float):
-        want = "a number (negative: no cutoff)" if negative_means_no_cutoff else "non-negative"
-        torch._check_value(not math.isnan(r) and (negative_means_no_cutoff or r >= 0),
-                           lambda: f"{op}: r must be {want}, got {r}")
+        torch._check_value(not math.isnan(r) and r >= 0, lambda: f"{op}: r must be non-negative, got {r}")
 
 
-def _row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs):
+def _cutoff(op, cutoff):
+    if isinstance(cutoff, float):
+        torch._check_value(not math.isnan(cutoff),
+                           lambda: f"{op}: cutoff must be a number (negative: no cutoff), got {cutoff}")
+
+
+def _row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs):
     _points(op, "a", a)
     _points(op, "b", b)
     _same_dtype(op, "b", b, "a", a)
@@ -102,13 +106,13 @@ def _row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_gr
     _same_dtype(op, "cb", cb, "a", a)
     _same_device(op, a=a, b=b, cb=cb, batch_a=batch_a, batch_b=batch_b, sigmas=sigmas, coefs=coefs)
     _bands(op, sigmas, coefs, a)
-    _radius(op, r, True)
+    _cutoff(op, cutoff)
     _batch(op, "batch_a", batch_a, a.size(0), "a", num_graphs)
     _batch(op, "batch_b", batch_b, b.size(0), "b", num_graphs)
 
 
 @torch.library.register_fake("tg_rapidalign::estep_moments")
-def _estep_moments_fake(x, y, q, p, batch_x, batch_y, R, t, sigmas, coefs, r, num_graphs):
+def _estep_moments_fake(x, y, q, p, batch_x, batch_y, R, t, sigmas, coefs, cutoff, num_graphs):
     op = "estep_moments"
     _points(op, "x", x)
     _points(op, "y", y)
@@ -135,7 +139,7 @@ def _estep_moments_fake(x, y, q, p, batch_x, batch_y, R, t, sigmas, coefs, r, nu
     _same_dtype(op, "R", R, "x", x)
     _same_dtype(op, "t", t, "x", x)
     _bands(op, sigmas, coefs, x, exact=1)
-    _radius(op, r, True)
+    _cutoff(op, cutoff)
     _batch(op, "batch_x", batch_x, x.size(0), "x", num_graphs)
     _batch(op, "batch_y", batch_y, y.size(0), "y", num_graphs)
     return x.new_empty(num_graphs, 18)
@@ -160,7 +164,7 @@ def _radius_pairs_fake(x, y, r, batch_x, batch_y, num_graphs):
     _points(op, "y", y)
     _same_dtype(op, "y", y, "x", x)
     _same_device(op, x=x, y=y, batch_x=batch_x, batch_y=batch_y)
-    _radius(op, r, False)
+    _radius(op, r)
     _batch(op, "batch_x", batch_x, x.size(0), "x", num_graphs)
     _batch(op, "batch_y", batch_y, y.size(0), "y", num_graphs)
     count = torch.library.get_ctx().new_dynamic_size()
@@ -168,15 +172,15 @@ def _radius_pairs_fake(x, y, r, batch_x, batch_y, num_graphs):
 
 
 @torch.library.register_fake("tg_rapidalign::kernel_row_sums")
-def _row_sums_fake(a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs):
-    _row_sums_arguments("kernel_row_sums", a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs)
+def _row_sums_fake(a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs):
+    _row_sums_arguments("kernel_row_sums", a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs)
     return a.new_empty(a.size(0), cb.size(1))
 
 
 @torch.library.register_fake("tg_rapidalign::kernel_row_sums_backward")
-def _row_sums_backward_fake(grad, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs, *needs):
+def _row_sums_backward_fake(grad, a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs, *needs):
     op = "kernel_row_sums_backward"
-    _row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs)
+    _row_sums_arguments(op, a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs)
     torch._check_value(grad.dim() == 2, lambda: f"{op}: grad must have shape [a.size(0), cb.size(1)], got "
                                                 f"{tuple(grad.shape)}")
     for size, want in zip(grad.shape, (a.size(0), cb.size(1))):
@@ -189,16 +193,16 @@ def _row_sums_backward_fake(grad, a, b, cb, batch_a, batch_b, sigmas, coefs, r, 
 
 
 def _setup_context(ctx, inputs, output):
-    a, b, cb, batch_a, batch_b, sigmas, coefs, r, num_graphs = inputs
+    a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs = inputs
     ctx.save_for_backward(a, b, cb, batch_a, batch_b, sigmas, coefs)
-    ctx.r, ctx.num_graphs = r, num_graphs
+    ctx.cutoff, ctx.num_graphs = cutoff, num_graphs
 
 
 def _backward(ctx, grad):
     a, b, cb, batch_a, batch_b, sigmas, coefs = ctx.saved_tensors
     need = ctx.needs_input_grad
     ga, gb, gcb, gs, gc = torch.ops.tg_rapidalign.kernel_row_sums_backward(
-        grad, a, b, cb, batch_a, batch_b, sigmas, coefs, ctx.r, ctx.num_graphs,
+        grad, a, b, cb, batch_a, batch_b, sigmas, coefs, ctx.cutoff, ctx.num_graphs,
         need[0] or need[5] or need[6], need[1] or need[2])
     return (ga if need[0] else None, gb if need[1] else None, gcb if need[2] else None, None, None,
             gs if need[5] else None, gc if need[6] else None, None, None)

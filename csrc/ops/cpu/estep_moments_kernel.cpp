@@ -19,8 +19,8 @@ namespace {
 at::Tensor estep_moments_cpu(const at::Tensor& x_, const at::Tensor& y_, const at::Tensor& q_,
                              const at::Tensor& p_, const at::Tensor& batch_x_, const at::Tensor& batch_y_,
                              const at::Tensor& R_, const at::Tensor& t_, const at::Tensor& sigmas,
-                             const at::Tensor& coefs, double r, int64_t num_graphs) {
-  check_estep_moments(x_, y_, q_, p_, batch_x_, batch_y_, R_, t_, sigmas, coefs, r, num_graphs);
+                             const at::Tensor& coefs, double cutoff, int64_t num_graphs) {
+  check_estep_moments(x_, y_, q_, p_, batch_x_, batch_y_, R_, t_, sigmas, coefs, cutoff, num_graphs);
   auto x = x_.contiguous(), y = y_.contiguous(), q = q_.contiguous(), p = p_.contiguous();
   auto R = R_.to(at::kDouble).contiguous(), t = t_.to(at::kDouble).contiguous();
   auto bx = batch_x_.to(at::kLong).contiguous(), by = batch_y_.to(at::kLong).contiguous();
@@ -28,6 +28,7 @@ at::Tensor estep_moments_cpu(const at::Tensor& x_, const at::Tensor& y_, const a
   auto sx = at::searchsorted(bx, all).contiguous(), sy = at::searchsorted(by, all).contiguous();
   auto out = at::zeros({num_graphs, 18}, x.options().dtype(at::kDouble));
   const Bands bands = make_bands(sigmas, coefs);
+  const double r = bands.radius(cutoff);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "estep_moments_cpu", [&] {
     constexpr int W = kLanes<scalar_t>;
     const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);

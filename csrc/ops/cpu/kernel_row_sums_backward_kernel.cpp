@@ -82,8 +82,8 @@ void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& qu
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_row_sums_backward_cpu(
     const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
     const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas, const at::Tensor& coefs,
-    double r, int64_t num_graphs, bool need_a, bool need_b) {
-  check_kernel_row_sums_backward(grad_, a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, r, num_graphs);
+    double cutoff, int64_t num_graphs, bool need_a, bool need_b) {
+  check_kernel_row_sums_backward(grad_, a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, cutoff, num_graphs);
   auto a = a_.contiguous(), b = b_.contiguous(), cb = cb_.contiguous(), grad = grad_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous(), batch_b = batch_b_.to(at::kLong).contiguous();
   const int64_t n = a.size(0), m = b.size(0), channels = cb.size(1);
@@ -91,6 +91,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   auto grad_sigmas = at::zeros_like(sigmas), grad_coefs = at::zeros_like(coefs);
   if (n == 0 || m == 0 || channels == 0) return {grad_a, grad_b, grad_cb, grad_sigmas, grad_coefs};
   const Bands bands = make_bands(sigmas, coefs);
+  const double r = bands.radius(cutoff);
   GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
   std::vector<double> g_sig(bands.count, 0.0), g_coef(bands.count, 0.0);
   std::mutex merge;

@@ -56,14 +56,15 @@ void fused_rows(const SortedSoA<scalar_t>& src, const int64_t* order, const scal
 
 at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
-                               const at::Tensor& coefs, double r, int64_t num_graphs) {
-  check_kernel_row_sums(a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, r, num_graphs);
+                               const at::Tensor& coefs, double cutoff, int64_t num_graphs) {
+  check_kernel_row_sums(a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, cutoff, num_graphs);
   auto a = a_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous();
   const int64_t n = a.size(0), channels = cb_.size(1);
   auto out = at::zeros({n, channels}, a.options());
   if (n == 0 || b_.size(0) == 0 || channels == 0) return out;
   const Bands bands = make_bands(sigmas, coefs);
+  const double r = bands.radius(cutoff);
   GridParams p = make_grid_params(a, batch_a, b_, batch_b_, r, num_graphs);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "kernel_row_sums_cpu", [&] {
     SortedSoA<scalar_t> src(sort_by_cell(b_.contiguous(), batch_b_, p, num_graphs), cb_);

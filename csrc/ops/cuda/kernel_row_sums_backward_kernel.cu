@@ -140,8 +140,8 @@ __global__ void backward_b_kernel(const scalar_t* bs, const int64_t* gb_ids, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_row_sums_backward_cuda(
     const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
     const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas, const at::Tensor& coefs,
-    double r, int64_t num_graphs, bool need_a, bool need_b) {
-  check_kernel_row_sums_backward(grad_, a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, r, num_graphs);
+    double cutoff, int64_t num_graphs, bool need_a, bool need_b) {
+  check_kernel_row_sums_backward(grad_, a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, cutoff, num_graphs);
   c10::cuda::CUDAGuard guard(a_.device());
   auto a = a_.contiguous(), b = b_.contiguous(), cb = cb_.contiguous(), grad = grad_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous(), batch_b = batch_b_.to(at::kLong).contiguous();
@@ -150,6 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
   auto band_grads = at::zeros({2 * kMaxBands}, a.options().dtype(at::kDouble));
   if (n > 0 && m > 0 && channels > 0 && (need_a || need_b)) {
     const Bands bands = make_bands(sigmas, coefs);
+    const double r = bands.radius(cutoff);
     GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
     SortedSet sa(a, batch_a, p, num_graphs), sb(b, batch_b, p, num_graphs);
     auto cbs = cb.index_select(0, sb.grid.perm).contiguous();

@@ -54,8 +54,8 @@ __global__ void forward_kernel(const scalar_t* as, const int64_t* ga, const int6
 
 at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, const at::Tensor& cb_,
                                 const at::Tensor& batch_a_, const at::Tensor& batch_b_, const at::Tensor& sigmas,
-                                const at::Tensor& coefs, double r, int64_t num_graphs) {
-  check_kernel_row_sums(a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, r, num_graphs);
+                                const at::Tensor& coefs, double cutoff, int64_t num_graphs) {
+  check_kernel_row_sums(a_, b_, cb_, batch_a_, batch_b_, sigmas, coefs, cutoff, num_graphs);
   c10::cuda::CUDAGuard guard(a_.device());
   auto a = a_.contiguous(), b = b_.contiguous();
   auto batch_a = batch_a_.to(at::kLong).contiguous(), batch_b = batch_b_.to(at::kLong).contiguous();
@@ -63,6 +63,7 @@ at::Tensor kernel_row_sums_cuda(const at::Tensor& a_, const at::Tensor& b_, cons
   auto out = at::zeros({n, channels}, a.options());
   if (n == 0 || b.size(0) == 0 || channels == 0) return out;
   const Bands bands = make_bands(sigmas, coefs);
+  const double r = bands.radius(cutoff);
   GridParams p = make_grid_params(a, batch_a, b, batch_b, r, num_graphs);
   SortedSet rows(a, batch_a, p, num_graphs);
   SortedGrid grid = sort_by_cell(b, batch_b, p, num_graphs);
