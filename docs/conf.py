@@ -41,7 +41,7 @@ autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False  # no torch.nn.Module boilerplate on forward()
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True, "show-inheritance": True}
 add_module_names = False
 
 # napoleon: Google-style "Args:" / "Returns:" sections, as PyG writes them.
