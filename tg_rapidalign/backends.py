@@ -9,7 +9,7 @@ op               what it computes                                      backends 
 ===============  ====================================================  ==============================
 ``kernel_sums``  per-graph kernel sums (MMD, cosine)                   dense, native, tiled
 ``alignment``    kernel correlation and E-step moments of a pose       native, dense, pairs
-``radius``       neighbor pairs within a radius                       dense, native, torch_cluster,
+``radius``       neighbor pairs within a radius                        dense, native, torch_cluster,
                                                                        pyg_lib, grid
 ``estep``        the alignment E-step of one band in one pass          native, torch
 ``polar``        the nearest proper rotation of ``3 x 3`` matrices     native, torch
@@ -179,10 +179,12 @@ def _dense_radius(p: Problem, auto: bool) -> Optional[str]:
 
 
 def has_torch_cluster() -> bool:
+    """Whether torch-cluster is installed (the ``torch_cluster`` radius backend)."""
     return importlib.util.find_spec("torch_cluster") is not None
 
 
 def has_pyg_lib_radius() -> bool:
+    """Whether pyg-lib is installed with its radius search (the ``pyg_lib`` backend)."""
     try:
         import torch_geometric.typing as pyg_typing
     except ImportError:  # pragma: no cover - torch_geometric is a dependency

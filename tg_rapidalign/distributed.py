@@ -10,6 +10,7 @@ from torch import Tensor
 
 
 def is_distributed() -> bool:
+    """Whether a ``torch.distributed`` process group of more than one rank is initialised."""
     return torch.distributed.is_available() and torch.distributed.is_initialized() \
         and torch.distributed.get_world_size() > 1
 

@@ -55,6 +55,8 @@ class StreamingMetric(torch.nn.Module):
 
     def add_state(self, name: str, default: Tensor, dist_reduce_fx: str = "sum",
                   persistent: bool = False) -> None:
+        """Registers a sum state ``name`` starting at ``default`` (only
+        ``dist_reduce_fx="sum"``); ``persistent=True`` keeps it in ``state_dict()``."""
         if dist_reduce_fx != "sum":
             raise ValueError(f"dist_reduce_fx must be 'sum' here, got {dist_reduce_fx!r}")
         self._defaults[name] = default.clone()
@@ -69,6 +71,7 @@ class StreamingMetric(torch.nn.Module):
         missing_keys[before:] = [k for k in missing_keys[before:] if k not in states]
 
     def reset(self) -> None:
+        """Sets every state back to its default."""
         for name, default in self._defaults.items():
             setattr(self, name, default.clone().to(getattr(self, name).device))
 

@@ -1,6 +1,6 @@
 r"""Bandwidth annealing: coarse structure first, fine detail later.
 
-The design's advice for the alignment loss is to start training with a large
+A common recipe for the alignment loss is to start training with a large
 bandwidth (the loss sees global structure and has a wide basin) and to anneal
 it to the bandwidth of interest.
 """

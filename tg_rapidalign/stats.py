@@ -15,6 +15,15 @@ from .ops.gaussian import band_blocks, pairwise_sqdist
 
 @dataclass
 class TwoSampleResult:
+    r"""What :func:`mmd_two_sample_test` returns; ``B`` is the number of bandwidths.
+
+    Attributes:
+        p_value (float): the permutation p-value of the smallest per-bandwidth
+            p-value (reject :math:`H_0` at level :math:`\alpha` when below it).
+        statistics (Tensor): the unbiased MMD² per bandwidth, :math:`[B]`.
+        band_p_values (Tensor): the permutation p-value per bandwidth, :math:`[B]`.
+        sigmas (Tensor): the bandwidths used, :math:`[B]`.
+    """
     p_value: float          #: aggregated permutation p-value
     statistics: Tensor      #: [B] unbiased MMD² per bandwidth
     band_p_values: Tensor   #: [B] permutation p-value per bandwidth
@@ -36,11 +45,16 @@ def mmd_two_sample_test(x: Tensor, y: Tensor, sigmas: Optional[Sequence[float]] 
     r"""Tests :math:`H_0: P_X = P_Y` from samples ``x [N, d]`` and ``y [M, d]``.
 
     Args:
-        x (Tensor), y (Tensor): the two samples (at least two points each).
+        x (Tensor): the first sample :math:`[N, d]` (at least two points).
+        y (Tensor): the second sample :math:`[M, d]` (at least two points).
         sigmas (list of float, optional): bandwidths; default: the median heuristic
             times :math:`2^{-2}, \dots, 2^{2}`.
         num_permutations (int, optional): random relabellings. (default: :obj:`500`)
         generator (torch.Generator, optional): for reproducible permutations.
+
+    Returns:
+        TwoSampleResult: the aggregated p-value, and per bandwidth the statistic,
+        the p-value and the bandwidth.
     """
     check_positions(x, "x")
     check_positions(y, "y")

@@ -22,13 +22,36 @@ from .segments import graph_sizes, graph_sum
 
 
 def uniform_weights(batch: Tensor, num_graphs: int, dtype=torch.float32) -> Tensor:
-    """``1 / n_g`` for every node of graph ``g``."""
+    """``1 / n_g`` for every node of graph ``g``.
+
+    Args:
+        batch (torch.Tensor): Sorted graph ids :math:`[N]`.
+        num_graphs (int): The number of graphs :math:`B`.
+        dtype (torch.dtype, optional): The result's dtype. (default: :obj:`torch.float32`)
+
+    Returns:
+        torch.Tensor: :math:`[N]`, summing to one per non-empty graph.
+    """
     counts = graph_sizes(batch, num_graphs).to(dtype)
     return 1.0 / counts.clamp_min(1)[batch]
 
 
 def degree_weights(edge_index: Tensor, num_nodes: int, dtype=torch.float32) -> Tensor:
-    """Node degree plus one (a self-loop, as in GCN), so isolated nodes keep a weight."""
+    """Node degree plus one (a self-loop, as in GCN), so isolated nodes keep a weight.
+
+    The result is not normalised: pass it to :func:`normalize_weights` (the
+    losses do so themselves when given ``weight="degree"``).
+
+    Args:
+        edge_index (torch.Tensor): Edges :math:`[2, E]`; the degree counts
+            the edges that end at each node (row 1: for an undirected graph
+            stored in both directions, the usual degree).
+        num_nodes (int): The number of nodes :math:`N`.
+        dtype (torch.dtype, optional): The result's dtype. (default: :obj:`torch.float32`)
+
+    Returns:
+        torch.Tensor: :math:`[N]`, at least 1 per node.
+    """
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
     return degree(edge_index[1], num_nodes, dtype=dtype) + 1.0

@@ -109,7 +109,7 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     (:math:`\kappa_{XX}, \kappa_{YY}` are the pose-independent self-correlations).
     :obj:`objective` selects :obj:`"log_cosine"` (above), :obj:`"cosine"`
     (:math:`(1 - \hat{\kappa})/\tau`, bounded, for sparse overlap),
-    :obj:`"log_kappa"` (the design's raw :math:`-\log(\kappa + \varepsilon)/\tau`,
+    :obj:`"log_kappa"` (the plain log-correlation :math:`-\log(\kappa + \varepsilon)/\tau`,
     which is not 0 for identical spread-out structures) or :obj:`"kappa"`
     (:math:`(1 - \kappa)/\tau`).
 
@@ -121,8 +121,8 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     :obj:`"octahedral"` tries all 24 axis assignments (for near-degenerate
     variances, 6x the cost); :obj:`"paired"` (x and y hold the same nodes, as in
     a denoiser or an autoencoder) starts from weighted Kabsch on the known
-    correspondence, exact for any rotation; :obj:`"identity"` is the design's
-    literal form, invariant only to small rotations.
+    correspondence, exact for any rotation; :obj:`"identity"` starts
+    from the unrotated pose (one EM run), invariant only to small rotations.
 
     Args:
         x (torch.Tensor): Positions :math:`[N, 3]`.
@@ -144,11 +144,11 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
             :obj:`"paired"` or :obj:`"identity"`. (default: :obj:`"principal_axes"`)
         objective (str, optional): See above. (default: :obj:`"log_cosine"`)
         pose_grad (str, optional): :obj:`"detach"` treats the solved pose as a
-            constant (the design's stable default; at a converged pose this
+            constant (the stable default; at a converged pose this
             equals the full gradient, by the envelope theorem); :obj:`"full"`
             differentiates through the EM steps and the polar factor. The initial
             pose is a constant except for :obj:`init="paired"`. (default: :obj:`"detach"`)
-        estep (str, optional): :obj:`"kernel"` (the design's E-step with the loss's
+        estep (str, optional): :obj:`"kernel"` (the EM step of :math:`\kappa` itself, with the loss's
             kernel) or :obj:`"robust"`: per-point normalised soft correspondences
             :math:`P(j \mid i) = p_j g_{ij} / (\sum_{j'} p_{j'} g_{ij'} + c)` with a
             uniform outlier term :math:`c` and the bandwidth re-estimated every

@@ -67,8 +67,9 @@ class SE3KernelAlignmentLoss(torch.nn.Module):
 
     def align(self, pred, target, batch_pred: Optional[Tensor] = None,
               batch_target: Optional[Tensor] = None, num_graphs: Optional[int] = None) -> AlignmentResult:
-        """The full per-graph :class:`AlignmentResult` (loss, kappa, pose, ...).
-        ``num_graphs`` as in :meth:`forward`."""
+        r"""The full per-graph :class:`~tg_rapidalign.AlignmentResult` (loss,
+        kappa, pose :math:`x \approx R y + t` mapping the target onto the
+        prediction, ...), unreduced; arguments as in :meth:`forward`."""
         x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target, num_graphs)
         wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
         wy = resolve_weight(self.weight, target, y.size(0), y, "weight")
@@ -77,9 +78,24 @@ class SE3KernelAlignmentLoss(torch.nn.Module):
 
     def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
                 batch_target: Optional[Tensor] = None, num_graphs: Optional[int] = None) -> Tensor:
-        r"""The reduced loss. ``num_graphs`` (:math:`B`) is read from a ``Batch``,
-        else from the batch vectors (a host sync): pass it inside a
-        ``torch.compile``-d step."""
+        """The loss of each graph pair, reduced by :obj:`reduction`.
+
+        Args:
+            pred (Data, Batch or Tensor): The prediction: a ``Data``/``Batch``
+                with ``pos`` :math:`[N, 3]`, or the positions themselves.
+            target (Data, Batch or Tensor): The target, likewise (:math:`[M, 3]`;
+                node counts may differ per graph).
+            batch_pred (torch.Tensor, optional): Sorted graph ids :math:`[N]`
+                when :obj:`pred` is a tensor. (default: :obj:`None`, one graph)
+            batch_target (torch.Tensor, optional): Sorted graph ids :math:`[M]`
+                when :obj:`target` is a tensor. (default: :obj:`None`)
+            num_graphs (int, optional): :math:`B`. A ``Batch`` supplies it;
+                otherwise it is read from the batch vectors (a host sync): pass
+                it inside a ``torch.compile``-d step. (default: :obj:`None`)
+
+        Returns:
+            torch.Tensor: A 0-d tensor (``"mean"``, ``"sum"``) or :math:`[B]` (``"none"``).
+        """
         return reduce_loss(self.align(pred, target, batch_pred, batch_target, num_graphs).loss,
                            self.reduction)
 

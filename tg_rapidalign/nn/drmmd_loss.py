@@ -34,6 +34,8 @@ class DrMMDLoss(torch.nn.Module):
         self.lam = check_positive_scalar(lam, "lam")
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """DrMMD between generated samples ``x`` :math:`[N, d]` and target
+        samples ``y`` :math:`[M, d]` (one set each, not per graph); a 0-d tensor."""
         return drmmd(x, y, self.kernel, self.lam)
 
     def __repr__(self) -> str:

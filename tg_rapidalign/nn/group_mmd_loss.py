@@ -56,7 +56,14 @@ class MMDLoss(torch.nn.Module):
         self.gather = None if gather is None else check_flag(gather, "gather")
 
     def forward(self, z: Tensor, groups: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        """``z [N, d]`` embeddings, ``groups [N]`` labels, ``weight [N]`` optional."""
+        """The mean squared MMD over the compared pairs of groups, a 0-d tensor.
+
+        Args:
+            z (torch.Tensor): Embeddings :math:`[N, d]` (this rank's samples).
+            groups (torch.Tensor): Integer group labels :math:`[N]` (unsorted is fine).
+            weight (torch.Tensor, optional): Non-negative sample weights
+                :math:`[N]`. (default: :obj:`None`, uniform within each group)
+        """
         if self.gather or (self.gather is None and is_distributed()):
             z, groups = all_gather_cat(z), all_gather_cat(groups)
             weight = None if weight is None else all_gather_cat(weight)

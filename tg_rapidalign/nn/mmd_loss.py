@@ -81,10 +81,24 @@ class KernelMMDLoss(torch.nn.Module):
 
     def forward(self, pred, target, batch_pred: Optional[Tensor] = None,
                 batch_target: Optional[Tensor] = None, num_graphs: Optional[int] = None) -> Tensor:
-        r"""The loss between ``pred`` and ``target`` (tensors ``[N, D]`` with optional
-        batch vectors, or PyG ``Data``/``Batch`` objects holding ``pos``).
-        ``num_graphs`` (:math:`B`) is read from a ``Batch``, else from the batch
-        vectors (a host sync): pass it inside a ``torch.compile``-d step."""
+        r"""The MMD (or :math:`1 - \cos`) of each graph pair, reduced by :obj:`reduction`.
+
+        Args:
+            pred (Data, Batch or Tensor): The prediction: a ``Data``/``Batch``
+                with ``pos`` :math:`[N, 3]`, or the positions themselves.
+            target (Data, Batch or Tensor): The target, likewise (:math:`[M, 3]`;
+                node counts may differ per graph).
+            batch_pred (torch.Tensor, optional): Sorted graph ids :math:`[N]`
+                when :obj:`pred` is a tensor. (default: :obj:`None`, one graph)
+            batch_target (torch.Tensor, optional): Sorted graph ids :math:`[M]`
+                when :obj:`target` is a tensor. (default: :obj:`None`)
+            num_graphs (int, optional): :math:`B`. A ``Batch`` supplies it;
+                otherwise it is read from the batch vectors (a host sync): pass
+                it inside a ``torch.compile``-d step. (default: :obj:`None`)
+
+        Returns:
+            torch.Tensor: A 0-d tensor (``"mean"``, ``"sum"``) or :math:`[B]` (``"none"``).
+        """
         x, y, bx, by, num_graphs = pair_inputs(pred, target, batch_pred, batch_target, num_graphs)
         wx = resolve_weight(self.weight, pred, x.size(0), x, "weight")
         wy = resolve_weight(self.weight, target, y.size(0), y, "weight")

@@ -1,7 +1,9 @@
 r"""Corruptions of a graph embedded in space, as PyG transforms, each at a level
 :math:`\lambda` that it records on the output (``data.corruption`` and
 ``data.corruption_level``), for calibrating a kernel so that the loss grows
-with :math:`\lambda` (see ``shared/seeds/kde_mmd_loss_notes.md``).
+with :math:`\lambda`: a kernel loss fitted on such pairs should rank two
+corrupted copies of a structure by their levels (see
+:func:`tg_rapidalign.apps.calibration.calibrate_kernel`).
 
 Randomness comes from a ``torch.Generator``: pass one (``generator=``), or an
 integer ``seed`` (a private generator seeded once, so a sequence of calls is
@@ -82,7 +84,9 @@ class GaussianNoise(_Corruption):
     Args:
         level (float): :math:`\lambda \ge 0`.
         length (float, optional): the unit of the noise (default: the RMS radius).
-        seed (int, optional), generator (torch.Generator, optional): randomness.
+        seed (int, optional): Seeds a private generator once. (default: :obj:`None`)
+        generator (torch.Generator, optional): The random source (not together
+            with :obj:`seed`). (default: :obj:`None`, the global RNG)
     """
     kind = "noise"
 
@@ -107,7 +111,9 @@ class NodeMasking(_Corruption):
 
     Args:
         level (float): the fraction :math:`\lambda \in [0, 1]` of nodes to drop.
-        seed (int, optional), generator (torch.Generator, optional): randomness.
+        seed (int, optional): Seeds a private generator once. (default: :obj:`None`)
+        generator (torch.Generator, optional): The random source (not together
+            with :obj:`seed`). (default: :obj:`None`, the global RNG)
     """
     kind = "masking"
 
@@ -149,7 +155,9 @@ class RigidSubpartDisplacement(_Corruption):
         level (float): :math:`\lambda \ge 0`.
         fraction (float, optional): share of the nodes in the moved part. (default: :obj:`0.5`)
         length (float, optional): the unit of the shift (default: the RMS radius).
-        seed (int, optional), generator (torch.Generator, optional): randomness.
+        seed (int, optional): Seeds a private generator once. (default: :obj:`None`)
+        generator (torch.Generator, optional): The random source (not together
+            with :obj:`seed`). (default: :obj:`None`, the global RNG)
     """
     kind = "rigid_subpart"
 

@@ -62,6 +62,7 @@ class RandomRigidMotion(BaseTransform):
         self.generator = resolve_generator(seed, generator)
 
     def forward(self, data: Data) -> Data:
+        """A moved copy of ``data`` (``pos`` and the :obj:`vector_keys`); the input is not modified."""
         check_positions(data.pos, "data.pos", dim=3)
         data = copy.copy(data)
         R = random_rotation(1, self.generator)[0]
@@ -149,6 +150,7 @@ class AlignToReference(BaseTransform):
         return res.R[0], res.t[0]
 
     def forward(self, data: Data) -> Data:
+        """A copy of ``data`` moved onto the reference, with ``align_R`` and ``align_t`` set."""
         R, t = self.pose(data)
         data = _apply_pose(copy.copy(data), R, t, self.vector_keys)
         data.align_R, data.align_t = R.unsqueeze(0), t.unsqueeze(0)
