@@ -29,16 +29,21 @@ def has(module: str) -> bool:
     return True
 
 
+class MissingExtraError(ImportError):
+    """An optional package is missing; the message names the extra that installs it."""
+
+
 def require(module: str, feature: str) -> Any:
-    """Imports ``module`` (a dotted name) or raises an :class:`ImportError` saying
-    which ``feature`` needs it and which extra installs it."""
+    """Imports ``module`` (a dotted name) or raises a :class:`MissingExtraError`
+    (an :class:`ImportError`) saying which ``feature`` needs it and which extra
+    installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
         top = module.split(".", 1)[0]
         extra = EXTRAS.get(top, "all")
-        raise ImportError(f"{feature} needs the optional package {top!r}, which is not installed; "
-                          f'install it with: pip install "tg_rapidalign[{extra}]"') from err
+        raise MissingExtraError(f"{feature} needs the optional package {top!r}, which is not installed; "
+                                f'install it with: pip install "tg_rapidalign[{extra}]"') from err
 
 
 def progress(iterable: Iterable, enabled: bool = True, desc: Optional[str] = None, **kwargs) -> Iterable:
@@ -51,3 +56,11 @@ def progress(iterable: Iterable, enabled: bool = True, desc: Optional[str] = Non
     except ImportError:
         return iterable
     return tqdm(iterable, desc=desc, **kwargs)
+
+
+def set_postfix(bar: Iterable, **values) -> None:
+    """``bar.set_postfix(**values)`` on a progress bar of :func:`progress`;
+    nothing when it is the plain iterable."""
+    update = getattr(bar, "set_postfix", None)
+    if update is not None:
+        update(**values)

@@ -23,8 +23,8 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from . import extras
 from ._validation import check_choice, check_positions, check_positive_scalar, check_same_space
 from .functional.drmmd import cholesky_jitter, witness_grad
 from .kernels import KernelLike, resolve_kernel
@@ -33,8 +33,9 @@ from .ops.gaussian import band_blocks, gaussian_gram
 
 def exact_w2(x: Tensor, y: Tensor) -> float:
     r"""The 2-Wasserstein distance between two equal-size uniform point sets,
-    exactly, by an optimal assignment (``scipy.optimize.linear_sum_assignment``)."""
-    from scipy.optimize import linear_sum_assignment
+    exactly, by an optimal assignment (``scipy.optimize.linear_sum_assignment``;
+    scipy is an optional extra)."""
+    linear_sum_assignment = extras.require("scipy.optimize", "exact_w2").linear_sum_assignment
 
     if x.size(0) != y.size(0):
         raise ValueError(f"exact_w2 needs equal sizes, got {x.size(0)} and {y.size(0)}")
@@ -89,12 +90,15 @@ class DrMMDFlow:
         noise_decay (float, optional): :math:`\epsilon_{n+1} = \epsilon_n \cdot` ``noise_decay``.
             (default: :obj:`1.0`)
         record_every (int, optional): record metrics every this many steps. (default: :obj:`100`)
-        w2 (bool, optional): record the exact :math:`W_2` (equal sizes only). (default: :obj:`True`)
+        w2 (bool, optional): record the exact :math:`W_2` (equal sizes only; it
+            needs scipy, an optional extra). :obj:`None` records it when scipy is
+            installed. (default: :obj:`None`)
     """
 
     def __init__(self, target: Tensor, sigma: KernelLike = 1.0, lam: float = 1e-3, step_size: float = 1.0, *,
                  method: str = "drmmd", adaptive: bool = False, lr_min: Optional[float] = None,
-                 noise: float = 0.0, noise_decay: float = 1.0, record_every: int = 100, w2: bool = True):
+                 noise: float = 0.0, noise_decay: float = 1.0, record_every: int = 100,
+                 w2: Optional[bool] = None):
         check_positions(target, "target")
         if target.size(0) == 0:
             raise ValueError("target needs at least one sample")
@@ -112,7 +116,8 @@ class DrMMDFlow:
         if record_every < 1:
             raise ValueError(f"record_every must be a positive int, got {record_every!r}")
         self.adaptive, self.noise, self.noise_decay = _flag(adaptive, "adaptive"), noise, noise_decay
-        self.record_every, self.w2 = record_every, _flag(w2, "w2")
+        self.record_every = record_every
+        self.w2 = extras.has("scipy") if w2 is None else _flag(w2, "w2")
         self.y = target.detach().double()
         self.sigmas, self.coefs = (t.detach() for t in resolve_kernel(sigma, torch.float64, target.device))
         self.kyy = gaussian_gram(self.y, self.y, self.sigmas, self.coefs)
@@ -204,7 +209,7 @@ class DrMMDFlow:
                 history["w2"].append(exact_w2(x, self.y))
             return mmd2
 
-        bar = tqdm(range(steps), desc=f"{self.method} flow", disable=not progress, leave=False)
+        bar = extras.progress(range(steps), enabled=progress, desc=f"{self.method} flow", leave=False)
         record(0)
         blocks = self._blocks(x)
         for n in bar:
@@ -220,5 +225,5 @@ class DrMMDFlow:
                 lam = max(self.lam0 * (max(current, 0.0) / base) ** 0.5 if base > 0 else lam, 1e-12)
             if (n + 1) % self.record_every == 0 or n + 1 == steps:
                 mmd2 = record(n + 1)
-                bar.set_postfix(mmd2=f"{mmd2:.3g}", lam=f"{lam:.3g}")
+                extras.set_postfix(bar, mmd2=f"{mmd2:.3g}", lam=f"{lam:.3g}")
         return FlowResult(x.to(x0.dtype), history)

@@ -34,13 +34,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
-from tqdm.auto import tqdm
 
 from .._validation import check_choice
+from ..extras import progress as progress_bar
 from ..functional.alignment import se3_kernel_alignment
-from ..functional.mmd import kernel_cosine, kernel_mmd
 from ..kernels import GaussianKernel, MultiBandGaussianKernel
 from ..transforms import GaussianNoise, NodeMasking, RigidSubpartDisplacement
+from .pair_table import PairKernelTable
+from .threads import intra_op_threads
 
 LOSSES = ("mmd", "cosine", "alignment")
 DEFAULT_LEVELS = tuple(i / 10 for i in range(11))
@@ -123,30 +124,46 @@ def calibration_pairs(structures: Sequence[Data], make: Callable, levels: Sequen
 
 
 def _loss_fn(loss: str, xs, ys, node_type: Optional[str] = None):
+    """``f(kernel) -> [pairs]`` losses of the pairs ``(xs[g], ys[g])``. MMD and
+    cosine read a :class:`PairKernelTable` (distances computed once: each call
+    costs one exponential per band and entry); the alignment loss solves the
+    pose each call."""
+    if loss == "mmd":
+        return PairKernelTable(xs, ys, node_type).mmd
+    if loss == "cosine":
+        table = PairKernelTable(xs, ys, node_type)
+        return lambda kernel: 1 - table.cosine(kernel)
     bx, by = Batch.from_data_list(xs), Batch.from_data_list(ys)
-    x, y = bx.pos.double(), by.pos.double()
-    n = len(xs)
-    types = {} if node_type is None else {"type_x": bx[node_type].view(-1), "type_y": by[node_type].view(-1)}
+    x, y, n = bx.pos.double(), by.pos.double(), len(xs)
+    return lambda kernel: se3_kernel_alignment(x, y, bx.batch, by.batch, sigma=kernel, num_graphs=n,
+                                               backend="dense").loss
 
-    def evaluate(kernel):
-        if loss == "mmd":
-            return kernel_mmd(x, y, bx.batch, by.batch, sigma=kernel, num_graphs=n, backend="dense", **types)
-        if loss == "cosine":
-            return 1 - kernel_cosine(x, y, bx.batch, by.batch, sigma=kernel, num_graphs=n, backend="dense",
-                                     **types)
-        return se3_kernel_alignment(x, y, bx.batch, by.batch, sigma=kernel, num_graphs=n,
-                                    backend="dense").loss
-    return evaluate
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks ``0 .. n-1`` of ``values`` ``[n]``, ties sharing their mean rank."""
+    ordered, order = torch.sort(values)
+    _, inverse, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = torch.empty(len(values), dtype=torch.float64)
+    ranks[order] = ((ends - counts + ends - 1) / 2)[inverse]
+    return ranks
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of ``a`` and ``b`` ``[n]`` (average ranks for
+    ties); NaN when either is constant."""
+    ra, rb = average_ranks(a.detach().cpu().double()), average_ranks(b.detach().cpu().double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(ra.norm() * rb.norm())
+    return float(ra @ rb) / denom if denom > 0 else float("nan")
 
 
 def _metrics(values: Tensor, levels: Tensor, owner: Tensor, identical: Tensor) -> CalibrationMetrics:
-    from scipy.stats import spearmanr
-
     v, lv = values.detach().cpu().double(), levels.cpu()
-    rho = spearmanr(v.numpy(), lv.numpy()).statistic
+    rho = spearman(v, lv)
     same = (owner[:, None] == owner[None]) & (lv[:, None] < lv[None])
     ordered = float((v[:, None] < v[None])[same].double().mean()) if bool(same.any()) else float("nan")
-    rho = float(rho) if rho == rho else 0.0  # constant losses: no correlation
+    rho = rho if rho == rho else 0.0  # constant losses: no correlation
     return CalibrationMetrics(rho, ordered, float(identical.detach().abs().max()))
 
 
@@ -168,7 +185,12 @@ def soft_spearman(values: Tensor, level_ranks: Tensor, tau: float = 0.05) -> Ten
     return (r * level_ranks).mean() * len(r) / max(len(r) - 1, 1)
 
 
-def _fit(kernel, f_train, lv, top, steps, lr, rank_weight, progress, loss):
+def stage_label(stage: int, stages: int, what: str) -> str:
+    """The progress label ``"stage k of n: what"``."""
+    return f"stage {stage} of {stages}: {what}"
+
+
+def _fit(kernel, f_train, lv, top, steps, lr, rank_weight, progress, label):
     """Adam on the regression + ordering objective; returns (kernel, temperature, history)."""
     # The temperature starts where the initial losses span the levels.
     with torch.no_grad():
@@ -178,7 +200,7 @@ def _fit(kernel, f_train, lv, top, steps, lr, rank_weight, progress, loss):
     opt = torch.optim.Adam(list(kernel.parameters()) + [log_t], lr=lr)
     level_ranks = _standard_ranks(lv)
     history = []
-    for _ in tqdm(range(steps), desc=f"calibrating ({loss})", disable=not progress, leave=False):
+    for _ in progress_bar(range(steps), enabled=progress, desc=label, unit="step"):
         opt.zero_grad()
         values = f_train(kernel)
         objective = (log_t.exp() * values - lv).pow(2).mean()
@@ -195,7 +217,7 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
                      levels: Sequence[float] = DEFAULT_LEVELS, repeats: int = 2,
                      steps: int = 200, lr: float = 0.05, rank_weight: float = 10.0, holdout: float = 0.3,
                      seed: int = 0, length: Optional[float] = None, node_type: Optional[str] = "z",
-                     progress: bool = True) -> CalibrationReport:
+                     progress: bool = True, threads: Optional[int] = 1) -> CalibrationReport:
     r"""Fits ``kernel`` (default: four learnable bands at the median distance times
     0.25, 0.5, 1, 2) and a temperature so that the loss tracks the corruption level.
 
@@ -219,13 +241,26 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
             :math:`\beta` (pairs of different types count with weight
             :math:`\beta`) fitted with the bands; :obj:`None` ignores types.
             (default: :obj:`"z"`)
-        progress (bool, optional): show a progress bar. (default: :obj:`True`)
+        progress (bool, optional): show labelled progress bars (``stage k of n:
+            ...``) when tqdm is installed (the ``progress`` extra). (default: :obj:`True`)
+        threads (int, optional): torch's intra-op threads while calibrating
+            (restored afterwards); :obj:`None` keeps the current setting. The
+            sums are small (about :math:`10^6` elements per step for the
+            built-in molecules), where a second thread gains little and, on
+            cores shared with other processes, spin-waits. (default: :obj:`1`)
 
     The baselines are plain Gaussian kernels (no types), as a user who does not
     calibrate would use them; with types the report adds the best single
     bandwidth with the type kernel at :math:`\beta = 0`, which shows how much of
     the gain the types bring on their own.
     """
+    with intra_op_threads(threads):
+        return _calibrate(structures, corruption, loss, kernel, levels, repeats, steps, lr, rank_weight,
+                          holdout, seed, length, node_type, progress)
+
+
+def _calibrate(structures, corruption, loss, kernel, levels, repeats, steps, lr, rank_weight, holdout,
+               seed, length, node_type, progress) -> CalibrationReport:
     loss = check_choice(loss, "loss", LOSSES)
     structures = list(structures)
     if len(structures) < 2:
@@ -248,64 +283,87 @@ def calibrate_kernel(structures: Sequence[Data], corruption: Union[str, Callable
         kernel = MultiBandGaussianKernel([med * f for f in (0.25, 0.5, 1.0, 2.0)], learnable=True,
                                          cross_type_weight=beta0)
     kernel = kernel.double()
-
     types = node_type if typed else None
-    f_train, f_test = _loss_fn(loss, tr[0], tr[1], types), _loss_fn(loss, te[0], te[1], types)
-    f_same = _loss_fn(loss, test, test, types)
-    lv = tr[2]
-
-    from scipy.stats import spearmanr
-
-    def report(k, temperature=1.0, losses=(f_test, f_same)):
-        with torch.no_grad():
-            values, ident = (f(k) * temperature for f in losses)
-        return _metrics(values, te[2], te[3], ident), values
-
-    def train_rho(f, k):
-        """Training Spearman of loss ``f`` with kernel ``k`` (-2 for constant losses)."""
-        with torch.no_grad():
-            rho = spearmanr(f(k).numpy(), lv.numpy()).statistic
-        return rho if rho == rho else -2.0
+    ev = _Evaluators(loss, tr, te, test, types)
+    stages = 2 if user_kernel is not None else 3
 
     # Baselines (plain kernels, no types): the median-distance bandwidth, and the
     # best single bandwidth of a grid (chosen on training pairs).
-    plain_train = _loss_fn(loss, tr[0], tr[1]) if typed else f_train
-    plain_losses = (_loss_fn(loss, te[0], te[1]), _loss_fn(loss, test, test)) if typed else (f_test, f_same)
     grid = [med * 2.0 ** e for e in torch.linspace(-4, 3, 15).tolist()]
-
-    def best_of_grid(f):
-        return max(grid, key=lambda s: train_rho(f, GaussianKernel(s).double()))
-
-    best = best_of_grid(plain_train)
-    best_typed = best_of_grid(f_train) if typed else best
-
-    before, before_values = report(kernel)
+    best, best_typed = ev.best_single(grid, progress, stage_label(1, stages, f"scoring {len(grid)} single "
+                                                                  "bandwidths"))
+    before, before_values = ev.report(kernel)
     # Two starts: the given (or default) kernel, and three bands around the best
     # single bandwidth; the kernel with the highest training Spearman (the
     # report's measure) is kept.
-    starts = [kernel]
+    starts = [(kernel, "fitting the " + ("given kernel" if user_kernel is not None else
+                                         "4 bands around the median distance"))]
     if user_kernel is None:
-        starts.append(MultiBandGaussianKernel([best_typed * 0.5, best_typed, best_typed * 2.0],
-                                              weights=[0.2, 0.6, 0.2], learnable=True,
-                                              cross_type_weight=beta0).double())
-    fits = [_fit(k, f_train, lv, levels[-1], steps, lr, rank_weight, progress, loss) for k in starts]
+        starts.append((MultiBandGaussianKernel([best_typed * 0.5, best_typed, best_typed * 2.0],
+                                               weights=[0.2, 0.6, 0.2], learnable=True,
+                                               cross_type_weight=beta0).double(),
+                       f"fitting 3 bands around the best single σ={best_typed:.3g}"))
+    fits = [_fit(k, ev.train, tr[2], levels[-1], steps, lr, rank_weight, progress,
+                 stage_label(s + 2, stages, f"{what} ({loss})")) for s, (k, what) in enumerate(starts)]
     if user_kernel is None:
         # The best single bandwidth itself (with the type kernel at beta = 0) is a
         # candidate too: near the ceiling a fit can move off it for the worse.
-        single = MultiBandGaussianKernel([best_typed], learnable=True,
-                                         cross_type_weight=0.0 if typed else None).double()
-        with torch.no_grad():
-            values = f_train(single)
-            t = float((values * lv).sum() / values.pow(2).sum().clamp_min(1e-300))
-        fits.append((single, t, [float((t * values - lv).pow(2).mean())]))
+        fits.append(ev.single_fit(best_typed, typed))
 
-    kernel, temperature, history = max(fits, key=lambda fit: train_rho(f_train, fit[0]))
-    after, after_values = report(kernel, temperature)
-    baselines = {f"median heuristic (σ={med:.3g})": report(GaussianKernel(med).double(),
-                                                           losses=plain_losses)[0],
-                 f"best single σ={best:.3g}": report(GaussianKernel(best).double(), losses=plain_losses)[0]}
+    kernel, temperature, history = max(fits, key=lambda fit: ev.train_rho(ev.train, fit[0]))
+    after, after_values = ev.report(kernel, temperature)
+    baselines = {f"median heuristic (σ={med:.3g})": ev.report(GaussianKernel(med).double(), plain=True)[0],
+                 f"best single σ={best:.3g}": ev.report(GaussianKernel(best).double(), plain=True)[0]}
     if typed:
-        typed_single = GaussianKernel(best_typed).double()
-        baselines[f"best single σ={best_typed:.3g}, types (β=0)"] = report(typed_single)[0]
+        baselines[f"best single σ={best_typed:.3g}, types (β=0)"] = ev.report(GaussianKernel(best_typed)
+                                                                               .double())[0]
     curves = {"levels": te[2], "before": before_values, "after": after_values}
     return CalibrationReport(kernel, temperature, before, after, baselines, med, best, history, curves)
+
+
+class _Evaluators:
+    """The losses of the training pairs, the held-out pairs and the identical
+    held-out pairs, with and without node types, and the scores built on them."""
+
+    def __init__(self, loss, tr, te, test, types):
+        self.train = _loss_fn(loss, tr[0], tr[1], types)
+        self.test, self.same = _loss_fn(loss, te[0], te[1], types), _loss_fn(loss, test, test, types)
+        typed = types is not None
+        self.plain_train = _loss_fn(loss, tr[0], tr[1]) if typed else self.train
+        self.plain = (_loss_fn(loss, te[0], te[1]), _loss_fn(loss, test, test)) if typed else \
+            (self.test, self.same)
+        self.levels, self.test_levels, self.owner, self.typed = tr[2], te[2], te[3], typed
+
+    def report(self, kernel, temperature=1.0, plain=False):
+        """Held-out metrics and losses of ``kernel``."""
+        test, same = self.plain if plain else (self.test, self.same)
+        with torch.no_grad():
+            values, ident = test(kernel) * temperature, same(kernel) * temperature
+        return _metrics(values, self.test_levels, self.owner, ident), values
+
+    def train_rho(self, f, kernel):
+        """Training Spearman of loss ``f`` with ``kernel`` (-2 for constant losses)."""
+        with torch.no_grad():
+            rho = spearman(f(kernel), self.levels)
+        return rho if rho == rho else -2.0
+
+    def best_single(self, grid, progress, label):
+        """The grid's bandwidth of highest training Spearman, plain and with types."""
+        scores = []
+        for s in progress_bar(grid, enabled=progress, desc=label, unit="σ"):
+            k = GaussianKernel(s).double()
+            scores.append((self.train_rho(self.plain_train, k),
+                           self.train_rho(self.train, k) if self.typed else None))
+        best = grid[max(range(len(grid)), key=lambda i: scores[i][0])]
+        best_typed = grid[max(range(len(grid)), key=lambda i: scores[i][1])] if self.typed else best
+        return best, best_typed
+
+    def single_fit(self, sigma, typed):
+        """The single bandwidth as a fit: its kernel (type kernel at beta = 0), the
+        least-squares temperature and that objective."""
+        single = MultiBandGaussianKernel([sigma], learnable=True, cross_type_weight=0.0 if typed else None
+                                         ).double()
+        with torch.no_grad():
+            values = self.train(single)
+            t = float((values * self.levels).sum() / values.pow(2).sum().clamp_min(1e-300))
+        return single, t, [float((t * values - self.levels).pow(2).mean())]

@@ -1,10 +1,53 @@
-"""The ``rapidalign`` command."""
+"""The ``rapidalign`` command: the molecule denoiser demo, the shapes demo, kernel
+calibration and (in a source checkout) the benchmarks.
+
+Every subcommand writes its files into the folder given by ``--out`` (created
+if needed) under fixed names, listed in its help.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import List, Optional
+import warnings
+from typing import Dict, List, Optional
+
+from ..extras import MissingExtraError
+
+BENCHMARKS = ("mmd", "alignment", "memory", "calibration")
+# The calibration's noise unit on the built-in molecules, Å: levels 0..1 then span
+# 0-0.5 Å per coordinate, the range a denoiser is trained on (the demo uses 0.3).
+BUILT_IN_LENGTH = 0.5
+#: The files each subcommand writes into ``--out``.
+OUTPUTS = {"demo": {"plot": "demo_denoiser.png"}, "shapes": {"plot": "demo_mmd.png"},
+           "calibrate": {"kernel": "kernel.json", "plot": "calibration.png"}}
+VARIES = ("The figures vary between runs and machines (floating-point summation order, thread count, "
+          "library versions): compare them roughly, not digit by digit.")
+
+
+def output_paths(command: str, out: str, primary: str) -> Dict[str, str]:
+    """The paths of ``command``'s files in the folder ``out`` (created). A file
+    path (``kernel.json``, ``plot.png``), the old meaning of ``--out``, still
+    works with a deprecation warning: its folder holds every file and ``primary``
+    takes its name."""
+    names = dict(OUTPUTS[command])
+    if os.path.splitext(out)[1].lower() in (".json", ".pt", ".png"):
+        folder, names[primary] = os.path.dirname(out) or ".", os.path.basename(out)
+        message = (f"--out takes a folder; a file path ({out}) is deprecated: {primary} goes to {out}, the "
+                   f"other files into {folder}")
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        print(f"rapidalign: warning: {message}", file=sys.stderr)
+        out = folder
+    os.makedirs(out, exist_ok=True)
+    return {key: os.path.join(out, name) for key, name in names.items()}
+
+
+def _write_plot(draw, *args) -> str:
+    """``draw(*args)`` (a ``plot_*`` function), or a note when matplotlib is missing."""
+    try:
+        return f"plot: {draw(*args)}"
+    except MissingExtraError as err:
+        return f"no plot ({err})"
 
 
 def _demo(args) -> int:
@@ -12,32 +55,43 @@ def _demo(args) -> int:
     import torch
 
     from .datasets import g2_molecules
-    from .denoising import plot_report, split_molecules, train_denoiser
+    from .denoising import split_molecules, train_denoiser
+    from .plotting import plot_denoiser_report
 
+    paths = output_paths("demo", args.out, "plot")
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     molecules = g2_molecules(min_atoms=3)
     train, test = split_molecules(molecules, test_fraction=0.2, seed=0)
     kernel = None
     if args.kernel:
         from ..io import load_kernel
-        kernel = load_kernel(args.kernel)
+        path = args.kernel
+        if os.path.isdir(path):  # the --out folder of `rapidalign calibrate`
+            path = os.path.join(path, OUTPUTS["calibrate"]["kernel"])
+        kernel = load_kernel(path)
     print(f"{len(molecules)} molecules from ASE's G2 collection (built in): {len(train)} for training, "
           f"{len(test)} held out; noise {args.noise:g} Å per coordinate")
+    print(VARIES)
     report = train_denoiser(train, test, noise=args.noise, steps=args.steps, mmd_weight=args.mmd_weight,
                             seed=args.seed, kernel=kernel, progress=not args.quiet)
     print(report.table())
-    os.makedirs(args.out, exist_ok=True)
-    path = plot_report(report, os.path.join(args.out, "demo_denoiser.png"))
-    print(f"plot: {path}")
+    print(_write_plot(lambda p: plot_denoiser_report(report, p), paths["plot"]))
     return 0
 
 
 def _shapes(args) -> int:
-    import torch
-    from tqdm import tqdm
+    from .threads import intra_op_threads
 
-    from .. import KernelMMDLoss, MultiBandGaussianKernel, kernel_cosine
-    from .datasets import shape_batch
+    paths = output_paths("shapes", args.out, "plot")
+    with intra_op_threads(args.threads):
+        return _shapes_run(args, paths)
+
+
+def _shapes_run(args, paths) -> int:
+    import torch
+
+    from .. import KernelMMDLoss, MultiBandGaussianKernel, extras, kernel_cosine
+    from .datasets import SHAPE_NAMES, shape_batch
     from .plotting import plot_shapes
 
     torch.manual_seed(args.seed)
@@ -49,24 +103,24 @@ def _shapes(args) -> int:
     loss_fn = KernelMMDLoss(kernel, weight="degree", cutoff=4.0)
     opt = torch.optim.Adam([pred.pos], lr=0.02)
     history = []
-    for _ in (bar := tqdm(range(args.steps), desc="fitting", disable=args.quiet)):
+    bar = extras.progress(range(args.steps), enabled=not args.quiet, unit="step",
+                          desc=f"fitting particles to {target.num_graphs} shapes (MMD)")
+    for _ in bar:
         opt.zero_grad()
         loss = loss_fn(pred, target)
         loss.backward()
         opt.step()
         history.append(loss.item())
-        bar.set_postfix(mmd=f"{history[-1]:.2e}")
+        extras.set_postfix(bar, mmd=f"{history[-1]:.2e}")
     with torch.no_grad():
         cos = kernel_cosine(pred.pos, target.pos, pred.batch, target.batch, sigma=kernel)
-    print(f"{'graph':>5} {'kernel cosine':>14}")
-    for g, c in enumerate(cos.tolist()):
-        print(f"{g:>5} {c:>14.4f}")
+    print(f"{'shape':<18} {'kernel cosine':>14}")
+    for name, c in zip(SHAPE_NAMES, cos.tolist()):
+        print(f"{name:<18} {c:>14.4f}")
     print(f"MMD^2: {history[0]:.3e} -> {history[-1]:.3e} after {args.steps} steps")
-    moved, aligned = _alignment_demo(target, kernel)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "demo_mmd.png")
-    plot_shapes(history, target.pos.numpy(), pred.pos.detach().numpy(), moved, aligned, path)
-    print(f"plot: {path}")
+    moved, aligned, batch = _alignment_demo(target, kernel)
+    print(_write_plot(plot_shapes, history, target.pos.numpy(), pred.pos.detach().numpy(), moved, aligned,
+                      paths["plot"], target.batch.numpy(), batch.numpy(), SHAPE_NAMES))
     return 0
 
 
@@ -78,6 +132,7 @@ def _alignment_demo(target, kernel):
 
     from .. import kernel_mmd, se3_kernel_alignment
     from ..transforms.rigid import random_rotation
+    from .datasets import SHAPE_NAMES
 
     gen = torch.Generator().manual_seed(1)
     R = random_rotation(target.num_graphs, gen, target.pos.dtype)
@@ -93,13 +148,13 @@ def _alignment_demo(target, kernel):
     # The shapes are symmetric (helices, a 3-fold knot): several poses overlay them
     # equally well, so report how far each aligned point lies from the target.
     aligned = (res.R[batch] @ moved.unsqueeze(-1)).squeeze(-1) + res.t[batch]
-    print(f"\n{'graph':>5} {'MMD^2 (moved copy)':>19} {'align loss':>11} {'identity-init loss':>19} "
+    print(f"\n{'shape':<18} {'MMD^2 (moved copy)':>19} {'align loss':>11} {'identity-init loss':>19} "
           f"{'mean NN distance':>17}")
     for g in range(target.num_graphs):
         nn_dist = torch.cdist(aligned[batch == g], target.pos[target.batch == g]).min(1).values.mean()
-        print(f"{g:>5} {mmd[g].item():>19.4f} {res.loss[g].item():>11.4f} {naive.loss[g].item():>19.4f} "
-              f"{nn_dist.item():>17.4f}")
-    return moved.detach().numpy(), aligned.detach().numpy()
+        print(f"{SHAPE_NAMES[g]:<18} {mmd[g].item():>19.4f} {res.loss[g].item():>11.4f} "
+              f"{naive.loss[g].item():>19.4f} {nn_dist.item():>17.4f}")
+    return moved.detach().numpy(), aligned.detach().numpy(), batch
 
 
 def _calibrate(args) -> int:
@@ -108,6 +163,12 @@ def _calibrate(args) -> int:
     from .datasets import g2_molecules, read_structures
     from .plotting import plot_calibration
 
+    paths = output_paths("calibrate", args.out, "kernel")
+    if args.plot is not None:
+        message = f"--plot is deprecated: the plot goes to --out's folder as {OUTPUTS['calibrate']['plot']}"
+        warnings.warn(message, DeprecationWarning, stacklevel=1)
+        print(f"rapidalign: warning: {message}; writing it to {args.plot} this time", file=sys.stderr)
+        paths["plot"] = args.plot
     structures = read_structures(args.data) if args.data else g2_molecules()
     source = args.data or "ASE G2 molecules (built in)"
     length = args.length
@@ -119,7 +180,8 @@ def _calibrate(args) -> int:
           f"loss {args.loss}")
     node_type = None if args.node_type == "none" else args.node_type
     rep = calibrate_kernel(structures, args.corruption, args.loss, steps=args.steps, lr=args.lr,
-                           seed=args.seed, length=length, node_type=node_type, progress=not args.quiet)
+                           seed=args.seed, length=length, node_type=node_type, progress=not args.quiet,
+                           threads=args.threads)
     print(rep.summary())
     typed = rep.kernel.type_weight() is not None
     meta = {"loss": args.loss, "corruption": {"kind": args.corruption, "levels": list(DEFAULT_LEVELS),
@@ -128,29 +190,25 @@ def _calibrate(args) -> int:
             "data": {"source": source, "structures": len(structures)}, "temperature": rep.temperature,
             "report": {"spearman_before": rep.before.spearman, "spearman_after": rep.after.spearman,
                        "ordered_after": rep.after.ordered_fraction}}
-    save_kernel(rep.kernel, args.out, meta)
-    plot_calibration(rep, args.loss, args.plot)
-    print(f"kernel written to {args.out}; plot written to {args.plot}")
+    save_kernel(rep.kernel, paths["kernel"], meta)
+    print(f"kernel: {paths['kernel']}")
+    print(_write_plot(plot_calibration, rep, args.loss, paths["plot"]))
     return 0
 
 
-BENCHMARKS = ("mmd", "alignment", "memory", "calibration")
-# The calibration's noise unit on the built-in molecules, Å: levels 0..1 then span
-# 0-0.5 Å per coordinate, the range a denoiser is trained on (the demo uses 0.3).
-BUILT_IN_LENGTH = 0.5
+def benchmarks_folder() -> Optional[str]:
+    """The source checkout's ``benchmarks/`` folder next to the package, or
+    :obj:`None` in an installed package (the benchmarks are not part of it)."""
+    here = os.path.abspath(__file__)  # <root>/tg_rapidalign/apps/cli.py
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), "benchmarks")
+    return root if os.path.isdir(root) else None
 
 
 def _bench(args) -> int:
     """Runs a script of the source checkout's ``benchmarks/`` folder."""
     import runpy
 
-    here = os.path.abspath(__file__)  # <root>/tg_rapidalign/apps/cli.py
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), "benchmarks")
-    script = os.path.join(root, f"bench_{args.which}.py")
-    if not os.path.exists(script):
-        print(f"rapidalign bench needs the source checkout's benchmarks/ folder (looked for {script}); "
-              "install with `pip install -e .` from a clone", file=sys.stderr)
-        return 2
+    script = os.path.join(benchmarks_folder(), f"bench_{args.which}.py")
     argv = sys.argv
     sys.argv = [script, *args.args]
     try:
@@ -160,54 +218,120 @@ def _bench(args) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rapidalign", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train the molecule denoiser on built-in molecules (the main demo)")
-    demo.add_argument("--steps", type=int, default=2000)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` after every option's help, unless the help
+    already says what the default is."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_out(parser, command: str) -> None:
+    files = ", ".join(OUTPUTS[command].values())
+    parser.add_argument("--out", default="outputs", metavar="FOLDER",
+                        help=f"folder for the files written ({files}); created if needed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_threads(parser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads: the tensors are small, where a second thread gains "
+                        "little and spin-waits on cores shared with other processes")
+
+
+def _demo_parser(sub) -> None:
+    demo = sub.add_parser("demo", formatter_class=HelpFormatter, epilog=VARIES,
+                          help="train the molecule denoiser on built-in molecules (the main demo)",
+                          description="Trains an E(3)-equivariant denoiser on ASE's G2 molecules with the "
+                          "SE(3) kernel alignment loss and reports the held-out Kabsch RMSD of the noisy "
+                          "and the denoised structures.")
+    demo.add_argument("--steps", type=int, default=2000, help="training steps")
     demo.add_argument("--noise", type=float, default=0.3, help="noise per coordinate, Å")
     demo.add_argument("--mmd-weight", type=float, default=0.0, help="add this times kernel MMD to the loss")
-    demo.add_argument("--kernel", help="a kernel file from `rapidalign calibrate` to use in the loss")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="outputs")
-    demo.add_argument("--quiet", action="store_true")
-    shapes = sub.add_parser("shapes", help="fit point clouds to built-in shapes with the kernel MMD loss, "
-                            "then align moved copies")
-    shapes.add_argument("--steps", type=int, default=300)
-    shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--out", default="outputs")
-    shapes.add_argument("--quiet", action="store_true")
-    cal = sub.add_parser("calibrate", help="fit the kernel so the loss tracks corruption levels")
-    cal.add_argument("--data", help=".xyz/.sdf (read by ASE) or .npz (pos, batch); "
-                     "default: built-in molecules")
-    cal.add_argument("--corruption", default="noise", choices=["noise", "masking", "rigid"])
+    demo.add_argument("--kernel", metavar="FILE_OR_FOLDER",
+                      help="a kernel from `rapidalign calibrate` for the loss: its kernel.json or its --out "
+                      "folder (default: none, fixed bands of 0.2 and 0.5 Å)")
+    demo.add_argument("--seed", type=int, default=0, help="seeds the model, the batches and the noise")
+    _add_out(demo, "demo")
+
+
+def _shapes_parser(sub) -> None:
+    shapes = sub.add_parser("shapes", formatter_class=HelpFormatter,
+                            help="fit point clouds to built-in shapes with the kernel MMD loss, then align "
+                            "moved copies", description="Moves particles onto three built-in curves by the "
+                            "kernel MMD gradient, then solves the pose of moved, cropped, noisy copies with "
+                            "the SE(3) alignment loss.")
+    shapes.add_argument("--steps", type=int, default=300, help="MMD fitting steps")
+    shapes.add_argument("--seed", type=int, default=0, help="seeds the initial particles")
+    _add_threads(shapes)
+    _add_out(shapes, "shapes")
+
+
+def _calibrate_parser(sub) -> None:
+    cal = sub.add_parser("calibrate", formatter_class=HelpFormatter,
+                         help="fit the kernel so the loss tracks corruption levels",
+                         description="Fits a multi-band Gaussian kernel (and a cross-type weight) so that "
+                         "the loss between a structure and its corrupted copy ranks the corruption levels; "
+                         "prints held-out Spearman correlations against baselines.")
+    cal.add_argument("--data", help=".xyz/.sdf (read by ASE) or .npz (pos, batch) "
+                     "(default: the built-in G2 molecules)")
+    cal.add_argument("--corruption", default="noise", choices=["noise", "masking", "rigid"],
+                     help="how the copies are corrupted")
     cal.add_argument("--loss", default="cosine", choices=["mmd", "cosine", "alignment"],
-                     help="1 - kernel cosine (default) does not scale with the node count, so it ranks "
-                     "structures of different sizes together better than MMD")
-    cal.add_argument("--length", type=float, help="noise std / rigid shift per unit level, in the "
-                     f"data's units (default: {BUILT_IN_LENGTH} Å on the built-in molecules, the scale "
-                     "of a denoiser's noise; each structure's RMS radius with --data)")
+                     help="1 - kernel cosine does not scale with the node count, so it ranks structures of "
+                     "different sizes together better than MMD")
+    cal.add_argument("--length", type=float, help="noise std / rigid shift per unit level, in the data's "
+                     f"units (default: {BUILT_IN_LENGTH} Å on the built-in molecules, the scale of a "
+                     "denoiser's noise; each structure's RMS radius with --data)")
     cal.add_argument("--node-type", default="z", help="node attribute of integer types fitted with a "
-                     "cross-type weight (default: z, atomic numbers); 'none' ignores types")
-    cal.add_argument("--steps", type=int, default=200)
-    cal.add_argument("--lr", type=float, default=0.05)
-    cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--out", default="kernel.json")
-    cal.add_argument("--plot", default="calibration.png")
-    cal.add_argument("--quiet", action="store_true")
-    bench = sub.add_parser("bench", help="run a benchmark of the source checkout (prints a ratio table)")
-    bench.add_argument("which", choices=BENCHMARKS)
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="options of benchmarks/bench_WHICH.py")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "shapes":
-        return _shapes(args)
-    if args.command == "bench":
-        return _bench(args)
-    if args.command == "calibrate":
-        return _calibrate(args)
-    return 1  # pragma: no cover
+                     "cross-type weight (z: atomic numbers); 'none' ignores types")
+    cal.add_argument("--steps", type=int, default=200, help="Adam steps of each of the two fits")
+    cal.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    cal.add_argument("--seed", type=int, default=0, help="seeds the corruptions and the held-out split")
+    _add_threads(cal)
+    cal.add_argument("--plot", help="deprecated: the plot is written into --out (default: none)")
+    _add_out(cal, "calibrate")
+
+
+def build_parser(with_bench: Optional[bool] = None) -> argparse.ArgumentParser:
+    """The ``rapidalign`` parser; ``bench`` is there only in a source checkout
+    (``with_bench=None``: when :func:`benchmarks_folder` finds it)."""
+    parser = argparse.ArgumentParser(
+        prog="rapidalign", formatter_class=HelpFormatter,
+        description="Kernel losses for point clouds and molecules: demos, kernel calibration and (in a "
+        "source checkout) benchmarks. Each subcommand writes its files into the folder --out; "
+        "`rapidalign COMMAND --help` lists its options and defaults.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _demo_parser(sub)
+    _shapes_parser(sub)
+    _calibrate_parser(sub)
+    if with_bench if with_bench is not None else benchmarks_folder() is not None:
+        bench = sub.add_parser("bench", formatter_class=HelpFormatter,
+                               help="run a benchmark script (source checkout only: benchmarks/ is not "
+                               "installed)")
+        bench.add_argument("which", choices=BENCHMARKS, help="benchmarks/bench_WHICH.py")
+        bench.add_argument("args", nargs=argparse.REMAINDER, help="that script's options")
+    return parser
+
+
+COMMANDS = {"demo": _demo, "shapes": _shapes, "calibrate": _calibrate, "bench": _bench}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and benchmarks_folder() is None:
+        print("rapidalign: `bench` runs the scripts of a source checkout's benchmarks/ folder, which the "
+              "installed package does not include: clone the repository and run "
+              "`python benchmarks/bench_<name>.py`", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MissingExtraError as err:
+        print(f"rapidalign {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

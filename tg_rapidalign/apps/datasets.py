@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 from torch_geometric.data import Batch, Data
 
+from ..extras import require
+
 
 def helix(num_points: int = 200, turns: float = 3.0, radius: float = 1.0, pitch: float = 0.5,
           generator: Optional[torch.Generator] = None) -> Data:
@@ -29,15 +31,18 @@ def torus_knot(num_points: int = 200, p: int = 2, q: int = 3) -> Data:
     return Data(pos=pos.float(), edge_index=edge_index)
 
 
+#: Names of the graphs of :func:`shape_batch`, in order.
+SHAPE_NAMES = ("helix, 3 turns", "(2, 3) torus knot", "helix, 2 turns")
+
+
 def shape_batch() -> Batch:
-    """A small batch of the built-in shapes."""
+    """A small batch of the built-in shapes (named in :data:`SHAPE_NAMES`)."""
     return Batch.from_data_list([helix(150), torus_knot(180), helix(120, turns=2.0, radius=0.6)])
 
 
 def _bonds(pos: torch.Tensor, numbers: torch.Tensor, tolerance: float = 1.2) -> torch.Tensor:
     """Undirected bonds where the distance is below ``tolerance`` times the sum of covalent radii."""
-    from ase.data import covalent_radii
-
+    covalent_radii = require("ase.data", "bonds from covalent radii").covalent_radii
     radii = torch.as_tensor(covalent_radii, dtype=torch.float64)[numbers]
     d = (pos[:, None] - pos[None]).norm(dim=-1)
     adj = (d < tolerance * (radii[:, None] + radii[None])) & ~torch.eye(len(pos), dtype=torch.bool)
@@ -54,8 +59,7 @@ def molecule_data(positions, numbers, name: str = "") -> Data:
 def g2_molecules(min_atoms: int = 5) -> list:
     """The G2 molecules shipped with ASE (3-D structures, no download), with at
     least ``min_atoms`` atoms, as :func:`molecule_data` graphs."""
-    from ase.collections import g2
-
+    g2 = require("ase.collections", "the built-in G2 molecules").g2
     out = []
     for name in g2.names:
         atoms = g2[name]
@@ -78,8 +82,7 @@ def read_structures(path: str) -> list:
         if pos.dim() != 2 or pos.size(1) != 3 or batch.shape != (len(pos),):
             raise ValueError(f"{path}: pos must be [N, 3] and batch [N]")
         return [molecule_data(pos[batch == g], z[batch == g], f"graph {int(g)}") for g in batch.unique()]
-    from ase.io import read
-
+    read = require("ase.io", f"reading {path} (.xyz, .sdf, ...)").read
     frames = read(path, index=":")
     return [molecule_data(a.get_positions(), a.get_atomic_numbers(), f"{path}:{i}")
             for i, a in enumerate(frames)]

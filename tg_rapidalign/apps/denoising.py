@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 
+from .. import extras
 from ..functional.mmd import kernel_mmd
 from ..functional.procrustes import kabsch_rmsd
 from ..kernels import MultiBandGaussianKernel
@@ -46,11 +47,8 @@ def corrupt(batch: Batch, noise: float, generator: Optional[torch.Generator] = N
 
 
 def rdkit_available() -> bool:
-    try:
-        import rdkit  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether RDKit (the ``molecules`` extra) is installed."""
+    return extras.has("rdkit")
 
 
 def symmetric_rmsd(z: Tensor, reference: Tensor, positions: Sequence[Tensor]) -> Optional[List[float]]:
@@ -203,10 +201,9 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
             (for example one from :func:`~tg_rapidalign.load_kernel`); kept fixed. A
             kernel with a ``cross_type_weight`` applies it in the MMD term, with the
             atomic numbers as node types. (default: :obj:`None`)
-        progress (bool, optional): Show a tqdm bar. (default: :obj:`True`)
+        progress (bool, optional): Show a progress bar (needs tqdm, the
+            ``progress`` extra). (default: :obj:`True`)
     """
-    from tqdm import tqdm
-
     if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise > 0):
         raise ValueError(f"noise must be a positive number, got {noise!r}")
     if len(train) == 0 or len(test) == 0:
@@ -231,7 +228,8 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
     train = [m.clone() for m in train]
     for m in train:
         m.pos = m.pos.float()
-    bar = tqdm(range(1, steps + 1), desc="training denoiser", disable=not progress)
+    bar = extras.progress(range(1, steps + 1), enabled=progress, unit="step",
+                          desc=f"training the denoiser ({steps} steps)")
     for step in bar:
         idx = torch.randint(len(train), (min(batch_size, len(train)),), generator=gen).tolist()
         batch = Batch.from_data_list([train[i] for i in idx])
@@ -255,7 +253,7 @@ def train_denoiser(train: Sequence, test: Sequence, noise: float = 0.3, steps: i
             noisy_rmsd, denoised = evaluate(model, test, noise, draws=2, seed=seed + 1)
             report.eval_steps.append(step)
             report.eval_rmsd.append(float(denoised.mean()))
-            bar.set_postfix(loss=f"{loss.item():.3f}", heldout_rmsd=f"{report.eval_rmsd[-1]:.3f}",
+            extras.set_postfix(bar, loss=f"{loss.item():.3f}", heldout_rmsd=f"{report.eval_rmsd[-1]:.3f}",
                             noisy=f"{float(noisy_rmsd.mean()):.3f}")
     (report.noisy_rmsd, report.denoised_rmsd, report.noisy_sym_rmsd,
      report.denoised_sym_rmsd) = evaluate(model, test, noise, draws=eval_draws, symmetric=True)
