@@ -116,7 +116,8 @@ class AlignToReference(BaseTransform):
 
     def __init__(self, reference: Union[Tensor, Data], paired: Optional[bool] = None,
                  weight: Optional[str] = None, sigma: Optional[float] = None,
-                 iterations: Optional[int] = None, vector_keys: Sequence[str] = ("normal",), method: str = "global"):
+                 iterations: Optional[int] = None, vector_keys: Sequence[str] = ("normal",),
+                 method: str = "global"):
         ref_pos = reference.pos if isinstance(reference, Data) else reference
         check_positions(ref_pos, "reference", dim=3)
         if ref_pos.size(0) == 0:
