@@ -95,8 +95,12 @@ class AlignToReference(BaseTransform):
     graph is row :math:`i` of the reference) the left problem is solved exactly
     by :func:`~tg_rapidalign.weighted_procrustes`; without one, the kernel
     correlation on the right is maximised by
-    :func:`~tg_rapidalign.se3_kernel_alignment` (principal-axes starts, robust
-    E-step). Proper rotations only: a mirror image is not reflected back. The
+    :func:`~tg_rapidalign.se3_kernel_alignment`: by default (:obj:`method="global"`)
+    with the global pose search (:obj:`init="global"`, a rotation grid verified
+    by the kernel correlation, for partial overlap and outliers at any rotation)
+    and the kernel E-step at a narrow bandwidth; :obj:`method="em"` is the
+    earlier fit (principal-axes starts, robust E-step, bandwidth a quarter of
+    the reference's RMS radius). Proper rotations only: a mirror image is not reflected back. The
     pose is recorded as ``data.align_R [1, 3, 3]`` and ``data.align_t [1, 3]``
     (so a ``Batch`` stacks them per graph).
 
@@ -107,11 +111,15 @@ class AlignToReference(BaseTransform):
         weight (str, optional): Node attribute holding the weights of the paired
             fit (the same attribute of the reference, if it is a ``Data``, in the
             kernel fit). (default: :obj:`None`, uniform)
-        sigma (float, optional): Kernel bandwidth of the unpaired fit. (default: a
-            quarter of the reference's RMS radius)
-        iterations (int, optional): EM steps of the unpaired fit. (default: :obj:`30`)
+        sigma (float, optional): Kernel bandwidth of the unpaired fit. (default:
+            :obj:`"global"`: 0.08 of the reference's RMS radius, at least 0.3 of
+            its median nearest-neighbour distance; :obj:`"em"`: a quarter of its RMS radius)
+        iterations (int, optional): EM steps of the unpaired fit after its start.
+            (default: :obj:`15` for :obj:`"global"`, :obj:`30` for :obj:`"em"`)
         vector_keys (sequence of str, optional): Node attributes holding 3-D
             directions that turn with the graph. (default: :obj:`("normal",)`)
+        method (str, optional): The unpaired fit, :obj:`"global"` or :obj:`"em"`
+            (see above). (default: :obj:`"global"`)
     """
 
     def __init__(self, reference: Union[Tensor, Data], paired: Optional[bool] = None,
