@@ -50,7 +50,8 @@ def _case(seed, n, small_angle=False):
 
 def test_rotation_grid_covers_so3():
     G = rotation_grid(128)
-    assert torch.allclose(G @ G.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(128, 3, 3), atol=1e-12)
+    eye = torch.eye(3, dtype=torch.float64).expand(128, 3, 3)
+    assert torch.allclose(G @ G.transpose(1, 2), eye, atol=1e-12)
     assert torch.allclose(torch.linalg.det(G), torch.ones(128, dtype=torch.float64))
     probes = random_rotation(200, torch.Generator().manual_seed(0))
     # The largest distance from a random rotation to the grid (independent check: the trace formula).
