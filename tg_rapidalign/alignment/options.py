@@ -8,7 +8,7 @@ from typing import Optional
 
 from .._validation import check_positive_scalar
 
-INITS = ("principal_axes", "octahedral", "paired", "identity")
+INITS = ("principal_axes", "octahedral", "paired", "identity", "global")
 OBJECTIVES = ("log_cosine", "cosine", "log_kappa", "kappa")
 ESTEPS = ("kernel", "robust")
 POSE_GRADS = ("detach", "full")

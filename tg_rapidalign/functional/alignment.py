@@ -122,7 +122,13 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
     variances, 6x the cost); :obj:`"paired"` (x and y hold the same nodes, as in
     a denoiser or an autoencoder) starts from weighted Kabsch on the known
     correspondence, exact for any rotation; :obj:`"identity"` starts
-    from the unrotated pose (one EM run), invariant only to small rotations.
+    from the unrotated pose (one EM run), invariant only to small rotations;
+    :obj:`"global"` (partial overlap, outliers, any rotation) searches a
+    128-rotation grid of SO(3) with the kernel-correlation EM on point subsets,
+    refines the best distinct candidates while annealing the bandwidth, then
+    runs the requested EM steps on all points from each of the best 4 and keeps
+    the largest :math:`\kappa` (:mod:`tg_rapidalign.alignment.search`; one graph
+    at a time, use it with :obj:`estep="kernel"`).
 
     Args:
         x (torch.Tensor): Positions :math:`[N, 3]`.
@@ -141,7 +147,7 @@ def se3_kernel_alignment(x: Tensor, y: Tensor, batch_x: Optional[Tensor] = None,
             :math:`e^{-c^2/2}` = 1.1e-2 of its weight product at 3, 3.4e-4 at 4);
             :obj:`None` sums every pair. (default: :obj:`3.0`)
         init (str, optional): :obj:`"principal_axes"`, :obj:`"octahedral"`,
-            :obj:`"paired"` or :obj:`"identity"`. (default: :obj:`"principal_axes"`)
+            :obj:`"paired"`, :obj:`"identity"` or :obj:`"global"`. (default: :obj:`"principal_axes"`)
         objective (str, optional): See above. (default: :obj:`"log_cosine"`)
         pose_grad (str, optional): :obj:`"detach"` treats the solved pose as a
             constant (the stable default; at a converged pose this

@@ -12,8 +12,15 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from .._validation import check_positions, check_positive_scalar
+from .._validation import check_choice, check_positions, check_positive_scalar
+from ..alignment.search import nn_spacing
 from .corruptions import resolve_generator, rms_radius
+
+METHODS = ("global", "em")
+# The global method's default bandwidth: this fraction of the reference's RMS
+# radius, at least this multiple of its median nearest-neighbour distance.
+SIGMA_FRACTION = 0.08
+SPACING_FACTOR = 0.3
 
 
 def random_rotation(num: int = 1, generator: Optional[torch.Generator] = None,
@@ -88,8 +95,12 @@ class AlignToReference(BaseTransform):
     graph is row :math:`i` of the reference) the left problem is solved exactly
     by :func:`~tg_rapidalign.weighted_procrustes`; without one, the kernel
     correlation on the right is maximised by
-    :func:`~tg_rapidalign.se3_kernel_alignment` (principal-axes starts, robust
-    E-step). Proper rotations only: a mirror image is not reflected back. The
+    :func:`~tg_rapidalign.se3_kernel_alignment`: by default (:obj:`method="global"`)
+    with the global pose search (:obj:`init="global"`, a rotation grid verified
+    by the kernel correlation, for partial overlap and outliers at any rotation)
+    and the kernel E-step at a narrow bandwidth; :obj:`method="em"` is the
+    earlier fit (principal-axes starts, robust E-step, bandwidth a quarter of
+    the reference's RMS radius). Proper rotations only: a mirror image is not reflected back. The
     pose is recorded as ``data.align_R [1, 3, 3]`` and ``data.align_t [1, 3]``
     (so a ``Batch`` stacks them per graph).
 
@@ -100,16 +111,21 @@ class AlignToReference(BaseTransform):
         weight (str, optional): Node attribute holding the weights of the paired
             fit (the same attribute of the reference, if it is a ``Data``, in the
             kernel fit). (default: :obj:`None`, uniform)
-        sigma (float, optional): Kernel bandwidth of the unpaired fit. (default: a
-            quarter of the reference's RMS radius)
-        iterations (int, optional): EM steps of the unpaired fit. (default: :obj:`30`)
+        sigma (float, optional): Kernel bandwidth of the unpaired fit. (default:
+            :obj:`"global"`: 0.08 of the reference's RMS radius, at least 0.3 of
+            its median nearest-neighbour distance; :obj:`"em"`: a quarter of its RMS radius)
+        iterations (int, optional): EM steps of the unpaired fit after its start.
+            (default: :obj:`15` for :obj:`"global"`, :obj:`30` for :obj:`"em"`)
         vector_keys (sequence of str, optional): Node attributes holding 3-D
             directions that turn with the graph. (default: :obj:`("normal",)`)
+        method (str, optional): The unpaired fit, :obj:`"global"` or :obj:`"em"`
+            (see above). (default: :obj:`"global"`)
     """
 
     def __init__(self, reference: Union[Tensor, Data], paired: Optional[bool] = None,
-                 weight: Optional[str] = None, sigma: Optional[float] = None, iterations: int = 30,
-                 vector_keys: Sequence[str] = ("normal",)):
+                 weight: Optional[str] = None, sigma: Optional[float] = None,
+                 iterations: Optional[int] = None, vector_keys: Sequence[str] = ("normal",),
+                 method: str = "global"):
         ref_pos = reference.pos if isinstance(reference, Data) else reference
         check_positions(ref_pos, "reference", dim=3)
         if ref_pos.size(0) == 0:
@@ -119,10 +135,15 @@ class AlignToReference(BaseTransform):
         self.paired = paired
         self.weight = weight
         self.sigma = check_positive_scalar(sigma, "sigma", allow_none=True)
+        check_choice(method, "method", METHODS)
+        self.method = method
+        if iterations is None:
+            iterations = 15 if method == "global" else 30
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be a positive int, got {iterations!r}")
         self.iterations = iterations
         self.vector_keys = tuple(vector_keys)
+        self._auto_sigma = None
 
     def pose(self, data: Data):
         """``(R [3, 3], t [3])`` mapping ``data.pos`` onto the reference."""
@@ -144,10 +165,27 @@ class AlignToReference(BaseTransform):
         w_ref = None
         if self.weight and isinstance(self.reference, Data):
             w_ref = getattr(self.reference, self.weight).view(-1).to(ref)
-        sigma = self.sigma if self.sigma is not None else 0.25 * rms_radius(ref)
-        res = se3_kernel_alignment(ref, pos, weight_x=w_ref, weight_y=w, sigma=sigma, estep="robust",
-                                   iterations=self.iterations, cutoff=None)
+        if self.method == "em":
+            sigma = self.sigma if self.sigma is not None else 0.25 * rms_radius(ref)
+            res = se3_kernel_alignment(ref, pos, weight_x=w_ref, weight_y=w, sigma=sigma, estep="robust",
+                                       iterations=self.iterations, cutoff=None)
+        else:
+            res = se3_kernel_alignment(ref, pos, weight_x=w_ref, weight_y=w, sigma=self.fine_sigma(),
+                                       init="global", estep="kernel", iterations=self.iterations, cutoff=3.0)
         return res.R[0], res.t[0]
+
+    def fine_sigma(self) -> float:
+        """The bandwidth of the global method: :obj:`sigma` if given, else
+        ``SIGMA_FRACTION`` of the reference's RMS radius, at least
+        ``SPACING_FACTOR`` times its median nearest-neighbour distance (computed once)."""
+        if self.sigma is not None:
+            return self.sigma
+        if self._auto_sigma is None:
+            ref = self.ref_pos
+            scale = rms_radius(ref)
+            sigma = max(SIGMA_FRACTION * scale, SPACING_FACTOR * nn_spacing(ref))
+            self._auto_sigma = sigma if sigma > 0 else 1.0
+        return self._auto_sigma
 
     def forward(self, data: Data) -> Data:
         """A copy of ``data`` moved onto the reference, with ``align_R`` and ``align_t`` set."""
@@ -158,4 +196,4 @@ class AlignToReference(BaseTransform):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(reference=[{self.ref_pos.size(0)}, 3], paired={self.paired}, "
-                f"iterations={self.iterations})")
+                f"method={self.method!r}, iterations={self.iterations})")
