@@ -19,6 +19,10 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     python -m pip install -q "torch==2.13.0"
 fi
 python -m pip install -q "setuptools>=77" wheel ninja
+# The in-place build of this checkout runs on this machine only: compile it for
+# this processor (wheels are portable by default; docs/backends_build.md).
+# TG_RAPIDALIGN_NATIVE_ARCH=0 or TG_RAPIDALIGN_PORTABLE=1 builds it portable.
+export TG_RAPIDALIGN_NATIVE_ARCH="${TG_RAPIDALIGN_NATIVE_ARCH:-1}"
 case "$task" in
     demo)
         # The demo extra (ASE's molecules, scipy, tqdm, matplotlib); RDKit adds

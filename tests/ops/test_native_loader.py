@@ -175,22 +175,31 @@ def test_build_flags_are_portable_unless_asked(monkeypatch):
     assert "-ffp-contract=off" in native_build.cxx_flags()  # exact cutoff agreement
     monkeypatch.setenv(native_build.NATIVE_ARCH, "1")
     assert "-march=native" in native_build.cxx_flags()
+    monkeypatch.delenv(native_build.NATIVE_ARCH)
+    # The first-import build runs where it is compiled (its cache is keyed by the processor).
+    assert "-march=native" in native_build.cxx_flags(first_import=True)
+    monkeypatch.setenv(native_build.NATIVE_ARCH, "1")
     monkeypatch.setenv(native_build.PORTABLE, "1")
     assert "-march=native" not in native_build.cxx_flags()
+    assert "-march=native" not in native_build.cxx_flags(first_import=True)
     assert "-DWITH_CUDA" in native_build.cxx_flags(cuda=True) and "--fmad=false" in native_build.NVCC_FLAGS
 
 
 def test_build_key_changes_with_sources_and_flags(tmp_path, monkeypatch):
-    monkeypatch.delenv(native_build.NATIVE_ARCH, raising=False)
+    for name in (native_build.NATIVE_ARCH, native_build.PORTABLE):
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / "extension.cpp").write_text("int x;")
     key = native_build.build_key(str(tmp_path), False, "2.13.0+cpu")
     assert key == native_build.build_key(str(tmp_path), False, "2.13.0+cpu")
     assert key.startswith(f"py{sys.version_info[0]}{sys.version_info[1]}-torch2.13.0_cpu-cpu-")
     assert key != native_build.build_key(str(tmp_path), True, "2.13.0+cpu")
     assert key != native_build.build_key(str(tmp_path), False, "2.14.0+cpu")
-    monkeypatch.setenv(native_build.NATIVE_ARCH, "1")
+    monkeypatch.setenv(native_build.PORTABLE, "1")
     assert key != native_build.build_key(str(tmp_path), False, "2.13.0+cpu")
-    monkeypatch.delenv(native_build.NATIVE_ARCH)
+    monkeypatch.delenv(native_build.PORTABLE)
+    monkeypatch.setattr(native_build, "cpu_identity", lambda: "another processor")
+    assert key != native_build.build_key(str(tmp_path), False, "2.13.0+cpu")
+    monkeypatch.undo()
     (tmp_path / "extension.cpp").write_text("int y;")
     assert key != native_build.build_key(str(tmp_path), False, "2.13.0+cpu")
 

@@ -12,11 +12,14 @@ Environment switches (``1`` turns one on):
 * ``TG_RAPIDALIGN_REQUIRE_EXT``: a missing extension is an error: a failed build
   at install fails the install, and importing the package without a usable
   extension raises :class:`ImportError` (CI sets it).
-* ``TG_RAPIDALIGN_NATIVE_ARCH``: compile for this machine's processor
-  (``-march=native``); the default is the portable baseline of the compiler's
-  target, which runs on any processor of the architecture.
-* ``TG_RAPIDALIGN_PORTABLE``: the portable build (the default); it wins over
-  ``TG_RAPIDALIGN_NATIVE_ARCH``.
+* ``TG_RAPIDALIGN_NATIVE_ARCH``: the build at install compiles for this
+  machine's processor (``-march=native``). By default it targets the portable
+  baseline of the compiler's target, which runs on any processor of the
+  architecture (a wheel may be copied to other machines). The first-import build
+  compiles for the processor it runs on (its cache is keyed by the processor's
+  model and instruction-set flags, so it never runs elsewhere).
+* ``TG_RAPIDALIGN_PORTABLE``: a portable build, at install and on first import;
+  it wins over ``TG_RAPIDALIGN_NATIVE_ARCH``.
 * ``TG_RAPIDALIGN_NO_CUDA``: no CUDA kernels even where torch has CUDA and
   ``nvcc`` is found.
 * ``TG_RAPIDALIGN_CACHE_DIR``: where the first-import build is kept (default
@@ -49,18 +52,19 @@ def switch(name: str) -> bool:
     return os.environ.get(name, "") == "1"
 
 
-def native_arch() -> bool:
-    """Whether to compile for this machine's processor only (``-march=native``)."""
-    return switch(NATIVE_ARCH) and not switch(PORTABLE)
+def native_arch(first_import: bool = False) -> bool:
+    """Whether to compile for this machine's processor only (``-march=native``):
+    on request at install, by default on first import (see the switches)."""
+    return not switch(PORTABLE) and (first_import or switch(NATIVE_ARCH))
 
 
-def cxx_flags(cuda: bool = False) -> List[str]:
+def cxx_flags(cuda: bool = False, first_import: bool = False) -> List[str]:
     """The C++ compiler's flags. ``-ffp-contract=off``: distances round as in the
     torch paths, so ``d <= r`` agrees exactly (no fused multiply-adds; see sqdist3
     in csrc/common/distance.h). ``WITH_CUDA``: the module then reports
     ``tg_rapidalign._C.WITH_CUDA = 1``."""
     flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
-    if native_arch():
+    if native_arch(first_import):
         flags.append("-march=native")
     if cuda:
         flags.append("-DWITH_CUDA")
@@ -107,17 +111,19 @@ def cpu_identity() -> str:
 
 
 def build_key(root: str, cuda: bool, torch_version: str) -> str:
-    """A directory name for one build: Python and torch versions, CUDA or not,
-    and a hash of every source and header, the flags and the compiler, so that
-    a change of any of them builds anew instead of reusing a stale library."""
+    """A directory name for one first-import build: Python and torch versions,
+    CUDA or not, and a hash of every source and header, the flags, the compiler
+    and (for ``-march=native``) the processor, so that a change of any of them
+    builds anew instead of reusing a stale or foreign library."""
     digest = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(root, "**", "*"), recursive=True)):
         if os.path.isfile(path):
             digest.update(os.path.relpath(path, root).encode())
             with open(path, "rb") as f:
                 digest.update(f.read())
-    digest.update(repr((cxx_flags(cuda), NVCC_FLAGS if cuda else [], LINK_FLAGS, compiler())).encode())
-    if native_arch():  # a -march=native build runs only on processors like this one
+    flags = cxx_flags(cuda, first_import=True)
+    digest.update(repr((flags, NVCC_FLAGS if cuda else [], LINK_FLAGS, compiler())).encode())
+    if native_arch(first_import=True):  # a -march=native build runs only on processors like this one
         digest.update(cpu_identity().encode())
     py = f"py{sys.version_info[0]}{sys.version_info[1]}"
     kind = "cuda" if cuda else "cpu"

@@ -74,7 +74,8 @@ def compile_library(csrc: str, cuda: bool, directory: str) -> str:
     baton = os.path.join(directory, "lock")  # torch's own lock, left behind by a killed build
     if os.path.exists(baton):  # we hold our lock: nobody else is building here
         os.remove(baton)
-    cpp_extension.load(name="_C", sources=build.sources(csrc, cuda), extra_cflags=build.cxx_flags(cuda),
+    cpp_extension.load(name="_C", sources=build.sources(csrc, cuda),
+                       extra_cflags=build.cxx_flags(cuda, first_import=True),
                        extra_cuda_cflags=build.NVCC_FLAGS if cuda else None,
                        extra_ldflags=build.LINK_FLAGS, extra_include_paths=[csrc], build_directory=directory,
                        with_cuda=cuda, is_python_module=False, verbose=False)
