@@ -1,71 +1,91 @@
-"""Builds the optional native extension ``tg_rapidalign._C``.
+"""Builds the native extension ``tg_rapidalign._C`` at install where it can, and
+ships its C++ sources in the package so that it can be compiled on first import
+where it cannot.
 
-Everything else is declared in pyproject.toml. The extension needs torch at build
-time, so the README's set-up installs with ``--no-build-isolation`` (a torch that
-is already installed is used, never a new one fetched). Without torch, without a
-C++ compiler, if the build fails, or with ``TG_RAPIDALIGN_NO_EXT=1``, the package
-installs without it and falls back to its pure-torch paths
-(``TG_RAPIDALIGN_REQUIRE_EXT=1``, set by CI, makes a missing extension an
-error). CUDA kernels are added when torch has CUDA and ``nvcc`` is found
-(``TG_RAPIDALIGN_NO_CUDA=1`` disables them). The build uses ``-march=native``
-(it runs where it is built); ``TG_RAPIDALIGN_PORTABLE=1`` targets the baseline.
+Everything else is declared in pyproject.toml. The extension needs torch at
+build time. pip builds in an isolated environment without torch by default
+(``pip install .``): the package then installs without the extension and
+compiles it on its first import into a per-user cache (see
+tg_rapidalign/ops/native_jit.py). With ``pip install --no-build-isolation .``
+the installed torch is used and the extension is built now (never a second
+torch fetched). Without a C++ compiler, if the build fails, or with
+``TG_RAPIDALIGN_NO_EXT=1``, the package installs without it
+(``TG_RAPIDALIGN_REQUIRE_EXT=1``, set by CI, makes that an error). Flags and
+switches (portable by default, ``TG_RAPIDALIGN_NATIVE_ARCH=1`` for
+``-march=native``; CUDA kernels when torch has CUDA and ``nvcc`` is found) are in
+tg_rapidalign/ops/native_build.py, shared with the first-import build;
+docs/backends_build.md describes them.
 """
-import glob
+import importlib.util
 import os
 import shutil
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
-REQUIRE = os.environ.get("TG_RAPIDALIGN_REQUIRE_EXT") == "1"
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _native_build():
+    """tg_rapidalign/ops/native_build.py, loaded by path (the package imports torch)."""
+    path = os.path.join(ROOT, "tg_rapidalign", "ops", "native_build.py")
+    spec = importlib.util.spec_from_file_location("_tg_rapidalign_native_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+nb = _native_build()
+REQUIRE = nb.switch(nb.REQUIRE_EXT)
+
+
+class BuildPyWithSources(build_py):
+    """Copies csrc/ into the built package as tg_rapidalign/csrc, for the
+    first-import build (an editable install reads the checkout's csrc/)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        source = os.path.join(ROOT, "csrc")
+        target = os.path.join(self.build_lib, "tg_rapidalign", "csrc")
+        if os.path.isdir(source):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
 
 
 def native_extension():
-    if os.environ.get("TG_RAPIDALIGN_NO_EXT") == "1":
+    if nb.switch(nb.NO_EXT):
+        print("tg_rapidalign: TG_RAPIDALIGN_NO_EXT=1; building without the native extension")
         return [], {}
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError:
-        print("tg_rapidalign: torch is not importable at build time; building without the native extension")
+        print("tg_rapidalign: torch is not importable in the build environment (pip's build isolation); "
+              "the native extension will be compiled on first import instead (or build it now: "
+              "pip install --no-build-isolation .)")
         return [], {}
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
+    if nb.compiler() is None:
         if REQUIRE:
             raise RuntimeError("TG_RAPIDALIGN_REQUIRE_EXT=1 but no C++ compiler was found")
         print("tg_rapidalign: no C++ compiler found; building without the native extension")
         return [], {}
-    root = os.path.dirname(os.path.abspath(__file__))
-    # csrc/ as pyg-lib lays it out: extension.cpp (the module), common/ (shared
-    # helpers), ops/<op>.cpp (each op's schema and argument checks), and the
-    # kernels in ops/cpu/<op>_kernel.cpp and ops/cuda/<op>_kernel.cu.
-    def sources_in(*parts, ext="cpp"):
-        return sorted(glob.glob(os.path.join("csrc", *parts, f"*.{ext}")))
-
-    sources = sources_in() + sources_in("common") + sources_in("ops") + sources_in("ops", "cpu")
-    # -ffp-contract=off: distances round as in the torch paths, so "d <= r" agrees
-    # exactly (no fused multiply-adds; see sqdist3 in csrc/common/distance.h).
-    # -march=native: the extension is built where it runs (vectorised loops);
-    # TG_RAPIDALIGN_PORTABLE=1 builds for the baseline instruction set.
-    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"]
-    if os.environ.get("TG_RAPIDALIGN_PORTABLE") != "1":
-        cxx.append("-march=native")
-    with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None
-                 and os.environ.get("TG_RAPIDALIGN_NO_CUDA") != "1")
-    kwargs = dict(extra_link_args=["-fopenmp"], include_dirs=[os.path.join(root, "csrc")])
+    with_cuda = (torch.version.cuda is not None and CUDA_HOME is not None and not nb.switch(nb.NO_CUDA))
+    # Relative paths: setuptools wants sources inside the project.
+    sources = [os.path.relpath(p, ROOT) for p in nb.sources(os.path.join(ROOT, "csrc"), cuda=with_cuda)]
+    kwargs = dict(extra_link_args=nb.LINK_FLAGS, include_dirs=[os.path.join(ROOT, "csrc")])
+    flags = {"cxx": nb.cxx_flags(with_cuda)}
     if with_cuda:
-        sources += sources_in("ops", "cuda", ext="cu")
-        # --fmad=false is nvcc's -ffp-contract=off: nvcc contracts a * b + c into
-        # one fused multiply-add by default, which rounds the squared distance
-        # differently from the torch paths, so the CUDA kernels' cutoff test
-        # "d2 <= r * r" (sqdist3) would no longer agree exactly with them.
-        nvcc = ["-O3", "--fmad=false"]
-        # WITH_CUDA: the module reports tg_rapidalign._C.WITH_CUDA = 1.
-        ext = CUDAExtension("tg_rapidalign._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-                            define_macros=[("WITH_CUDA", None)], **kwargs)
+        ext = CUDAExtension("tg_rapidalign._C", sources, extra_compile_args={**flags, "nvcc": nb.NVCC_FLAGS},
+                            **kwargs)
     else:
-        ext = CppExtension("tg_rapidalign._C", sources, extra_compile_args={"cxx": cxx}, **kwargs)
+        ext = CppExtension("tg_rapidalign._C", sources, extra_compile_args=flags, **kwargs)
+
     class OptionalBuild(BuildExtension):
-        """A failed native build leaves a pure-torch install (with a warning at
-        import), unless TG_RAPIDALIGN_REQUIRE_EXT=1 (CI) makes it an error."""
+        """A failed native build leaves a package that compiles the extension on
+        first import (or warns), unless TG_RAPIDALIGN_REQUIRE_EXT=1 (CI) makes it
+        an error."""
 
         def build_extension(self, ext):
             try:
@@ -73,11 +93,10 @@ def native_extension():
             except Exception as err:
                 if REQUIRE:
                     raise
-                print(f"tg_rapidalign: building the native extension failed ({err}); installing the "
-                      "pure-torch package")
+                print(f"tg_rapidalign: building the native extension failed ({err}); installing without it")
 
     return [ext], {"build_ext": OptionalBuild}
 
 
 ext_modules, cmdclass = native_extension()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(ext_modules=ext_modules, cmdclass={"build_py": BuildPyWithSources, **cmdclass})

@@ -183,7 +183,7 @@ def main():
     if importlib.util.find_spec("geomloss") and importlib.util.find_spec("pykeops"):
         methods += ["geomloss:tensorized", "geomloss:online", "geomloss:multiscale"]
     else:
-        print("geomloss/pykeops not installed: pip install -e '.[benchmarks]' to compare with them")
+        print("geomloss/pykeops not installed: pip install -e '.[bench]' to compare with them")
     if args.methods:
         methods = [m for m in methods if m in args.methods]
     results = {}

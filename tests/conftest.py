@@ -7,8 +7,13 @@ examples per property). ``pytest --full`` runs the full tier, as CI does
 property test's own example count). ``pytest -m full --full`` runs only what the
 fast tier leaves out; ``-m ""`` selects every test but keeps the fast profile.
 
+Test modules that need an optional package (an extra, see
+tg_rapidalign/extras.py) are skipped at collection where it is not installed,
+so that the core's tests pass with only the core dependencies.
+
 Shared helpers are in helpers.py, independent references in reference.py.
 """
+import importlib.util
 import os
 import sys
 
@@ -24,6 +29,37 @@ FAST_TIER = "not full"  # the -m expression pyproject's addopts set
 # (the full tier), at most 5 under "fast" (the default tier).
 settings.register_profile("fast", max_examples=5, deadline=None)
 settings.register_profile("thorough", max_examples=100, deadline=None)
+
+
+# Test module (relative to tests/) -> the optional packages it needs.
+DEMO = ("scipy", "ase", "matplotlib", "tqdm")
+NEEDS = {
+    "test_cli.py": DEMO,
+    "test_calibration.py": DEMO,
+    "test_denoising.py": DEMO,
+    "test_examples.py": DEMO,
+}
+
+
+class _SkippedModule(pytest.Module):
+    """A test module whose optional packages are missing: reported as skipped."""
+
+    missing = ()
+
+    def collect(self):
+        pytest.skip(f"needs the optional packages {', '.join(self.missing)} (tg_rapidalign[demo])",
+                    allow_module_level=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):
+    rel = os.path.relpath(str(module_path), os.path.dirname(__file__)).replace(os.sep, "/")
+    missing = [m for m in NEEDS.get(rel, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        module = _SkippedModule.from_parent(parent, path=module_path)
+        module.missing = tuple(missing)
+        return module
+    return None
 
 
 def pytest_addoption(parser):

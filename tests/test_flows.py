@@ -28,6 +28,7 @@ def test_one_step_is_the_witness_descent(method):
 @pytest.mark.full  # 300-step flows
 @pytest.mark.parametrize("method", ["drmmd", "mmd"])
 def test_flows_decrease_the_discrepancy(method):
+    pytest.importorskip("scipy")  # exact W2 (the demo extra)
     x, y = data(1)
     flow = DrMMDFlow(y, sigma=0.8, lam=0.05, step_size=0.2 if method == "drmmd" else 0.5, method=method,
                      record_every=50)
@@ -61,6 +62,7 @@ def test_noise_injection_is_reproducible_and_used():
 
 
 def test_exact_w2_against_all_permutations():
+    pytest.importorskip("scipy")  # exact W2 (the demo extra)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(5, 2, generator=gen), torch.randn(5, 2, generator=gen)
     best = min(float((x - y[list(p)]).pow(2).sum(1).mean()) for p in itertools.permutations(range(5)))
@@ -70,6 +72,7 @@ def test_exact_w2_against_all_permutations():
 
 
 def test_float32_particles_and_repr():
+    pytest.importorskip("scipy")  # run() records the exact W2 (flows.py imports scipy for it)
     x, y = data(4)
     flow = DrMMDFlow(y.float(), 0.6, 0.05, 0.5)
     out = flow.run(x.float(), 3, progress=False)

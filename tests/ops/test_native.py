@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -134,10 +135,14 @@ def test_without_extension_package_warns_once_and_falls_back():
         "    x = torch.rand(3000, 3, dtype=torch.float64)\n"
         "    v = tg_rapidalign.kernel_mmd(x, x.flip(0) * 0.9, sigma=0.1)\n"
         "    assert torch.isfinite(v).all()\n"
-        "msgs = [str(m.message) for m in w if 'native extension is not built' in str(m.message)]\n"
+        "msgs = [str(m.message) for m in w if 'native extension is not available' in str(m.message)]\n"
         "assert len(msgs) == 1, msgs\n"
+        "assert 'TG_RAPIDALIGN_NO_EXT=1 forbids' in msgs[0] and 'To fix: unset' in msgs[0], msgs\n"
         "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # NO_EXT: no first-import build either (tests/ops/test_native_loader.py has that).
+    env = {k: v for k, v in os.environ.items() if k != "TG_RAPIDALIGN_REQUIRE_EXT"}
+    env["TG_RAPIDALIGN_NO_EXT"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 

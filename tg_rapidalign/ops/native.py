@@ -3,9 +3,11 @@ r"""The native kernels (``csrc/``) as ``torch.ops.tg_rapidalign`` operators.
 The C++/CUDA extension registers one schema per op with ``TORCH_LIBRARY`` and a
 kernel per device; this module adds their fake (meta) kernels and autograd, so
 that they work under ``torch.compile(fullgraph=True)`` and pass
-``torch.library.opcheck``. If the extension was not built (no C++ compiler at
-install time), importing the package warns once and every op falls back to its
-pure-torch path.
+``torch.library.opcheck``. Where the install did not build the extension
+(pip's default isolated build has no torch), the first import compiles it into
+a per-user cache (:mod:`.native_jit`); where it cannot be had (no C++ compiler),
+importing the package warns once, saying why and what fixes it, and every op
+falls back to its pure-torch path.
 
 * ``radius_pairs(x, y, r, batch_x, batch_y, num_graphs) -> [2, E]``
 * ``kernel_row_sums(a, b, cb, batch_a, batch_b, sigmas, coefs, cutoff, num_graphs) -> [N, C]``:
@@ -31,28 +33,40 @@ import torch
 from torch import Tensor
 
 from ..segments import graph_sum
+from . import native_build, native_jit
 
 _LIMIT_NAMES = ("MAX_BANDS", "MAX_DIM", "GRAPH_SCAN_POINTS", "ESTEP_GRAPH_POINTS", "WITH_CUDA", "ESTEP_CUDA")
 
 
-def _load():
-    """``(module or None, reason)``: the extension if it is built and current."""
-    try:
-        from .. import _C  # loading it registers the ops
-    except ImportError as err:  # pragma: no cover - depends on the install
-        return None, f"the native extension is not built ({err})"
-    missing = [name for name in _LIMIT_NAMES if not hasattr(_C, name)]
-    if missing:  # pragma: no cover - an extension built from older sources
-        return None, f"the built native extension is out of date (it lacks {', '.join(missing)})"
-    return _C, ""
+def _stale(module) -> str:
+    """Why a loaded extension is unusable (``""`` if it is current)."""
+    missing = [name for name in _LIMIT_NAMES if not hasattr(module, name)]
+    return f"built from older sources: it lacks {', '.join(missing)}" if missing else ""
 
 
-_C, UNAVAILABLE_REASON = _load()
+def _load() -> native_jit.Outcome:
+    """The extension installed with the package, else one compiled into the
+    per-user cache (on first import, see :mod:`.native_jit`); one warning says
+    why it is unavailable and what fixes it (an error with
+    ``TG_RAPIDALIGN_REQUIRE_EXT=1``)."""
+    outcome = native_jit.find_or_build(_stale)
+    if outcome.module is None:  # pragma: no cover - depends on the install
+        message = (f"tg_rapidalign: the native extension is not available: {outcome.reason}. Using the "
+                   f"pure-torch paths, which are slower. To fix: {outcome.fix}")
+        if native_build.switch(native_build.REQUIRE_EXT):
+            raise ImportError(message + f" ({native_build.REQUIRE_EXT}=1 makes this an error)")
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return outcome
+
+
+_OUTCOME = _load()
+_C = _OUTCOME.module
 AVAILABLE = _C is not None
-if not AVAILABLE:  # pragma: no cover - depends on the install
-    warnings.warn(f"tg_rapidalign: {UNAVAILABLE_REASON}; using the pure-torch paths, which are slower. "
-                  "Reinstall with a C++ compiler available (bash scripts/setup.sh test) to build it.",
-                  RuntimeWarning, stacklevel=2)
+#: Why the extension is unavailable (``""`` when it is available).
+UNAVAILABLE_REASON = _OUTCOME.reason
+#: Where the loaded extension came from: installed with the package, or
+#: compiled on first import into the per-user cache (``""`` when unavailable).
+ORIGIN = _OUTCOME.origin
 
 #: The native kernels' capability limits, as compiled into the extension
 #: (``csrc/common/limits.h``): ``MAX_BANDS``, ``MAX_DIM``, ``GRAPH_SCAN_POINTS``
