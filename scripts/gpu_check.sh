@@ -19,7 +19,7 @@ export MAX_JOBS="${MAX_JOBS:-16}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-
 start=$(date +%s)
 python3 setup.py -q build_ext --inplace >"$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
-python3 -c "from tg_rapidalign.ops import native; import torch; print('cuda kernels:', native.supports(torch.zeros(1, 3, device='cuda')))"
+python3 -c "from tg_rapidalign.ops import native; import torch; print('cuda kernels:', native.has_kernel('kernel_row_sums', torch.device('cuda')))"
 for stage in "$@"; do
     case "$stage" in
         tests) python3 -m pytest -q -p no:cacheprovider tests/ops/test_native_cuda.py tests/test_distributions_cuda.py \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up and run: `bash scripts/setup.sh demo` or `bash scripts/setup.sh test`
-# (`test`: ruff, the CUDA build check, the install-route check and the full test
-# tier; extra arguments go to pytest).
+# (`test`: ruff, the CUDA build check, the docs site, the install-route check
+# and the full test tier; extra arguments go to pytest).
 # Creates .venv (seeing the system's packages, so a torch you already have is
 # kept), installs torch==2.13.0 only if no torch is importable, then the package
 # with its native extension (built against that torch: --no-build-isolation, so
@@ -32,9 +32,11 @@ case "$task" in
         rapidalign demo "${@:2}"
         ;;
     test)
-        python -m pip install -q --no-build-isolation -e ".[test]"
-        ruff check tg_rapidalign tests benchmarks examples setup.py
+        python -m pip install -q --no-build-isolation -e ".[test,docs]"
+        ruff check tg_rapidalign tests benchmarks examples setup.py docs
         bash scripts/check_cuda.sh
+        # The documentation site, warnings as errors, its examples executed.
+        TG_RAPIDALIGN_DOCS_NO_INSTALL=1 bash scripts/build_docs.sh -q
         # sdist + wheel, installed into a fresh core-only venv: the extension
         # compiles on first import, the quick start and the fast tier run there.
         bash scripts/check_install.sh
