@@ -21,22 +21,30 @@ namespace tg_rapidalign {
 namespace cpu {
 namespace {
 
+// Per-query rows [n, C] (upstream gradients, channels) in the queries' sorted
+// order: one gather up front instead of a cache miss per query in the loops.
+inline at::Tensor rows_by_cell(const at::Tensor& rows, const SortedGrid& queries) {
+  return queries.identity ? rows.contiguous() : rows.index_select(0, queries.perm).contiguous();
+}
+
 // The a side of the one-band backward for queries order[t0..t1) against a tile
 // of sources (cols: x, y, z, then C channels, nbp points zero-padded): with
 // s_j = grad_i . cb_j and e_j the kernel, five sums per query, sum s e,
 // sum s e d2 and sum s e b_j, give grad_a; the first two are added to lc and ls
 // (the coefficient and bandwidth gradients before their constant factors).
+// qp, gq: the queries' positions and upstream gradients in sorted order
+// (indexed by t: read contiguously, not gathered query by query).
 template <typename scalar_t, int C>
 inline void fused_tile_backward_a(scalar_t* const* cols, int64_t nbp, const int64_t* order, int64_t t0, int64_t t1,
-                                  const scalar_t* ap, const scalar_t* gp, scalar_t neg, scalar_t r2, double cs,
+                                  const scalar_t* qp, const scalar_t* gq, scalar_t neg, scalar_t r2, double cs,
                                   scalar_t* gap, double& lc, double& ls) {
   const scalar_t *x = cols[0], *y = cols[1], *z = cols[2];
   const scalar_t *c0 = cols[3], *c1 = cols[3 + (C > 1 ? 1 : 0)], *c2 = cols[3 + (C > 2 ? 2 : 0)],
                  *c3 = cols[3 + (C > 3 ? 3 : 0)], *c4 = cols[3 + (C > 4 ? 4 : 0)];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t i = order[t];
-    const scalar_t* ai = ap + 3 * i;
-    const scalar_t* gi = gp + C * i;
+    const scalar_t* ai = qp + 3 * t;
+    const scalar_t* gi = gq + C * t;
     const scalar_t qx = ai[0], qy = ai[1], qz = ai[2];
     const scalar_t g0 = gi[0], g1 = C > 1 ? gi[1] : 0, g2 = C > 2 ? gi[2] : 0, g3 = C > 3 ? gi[3] : 0,
                    g4 = C > 4 ? gi[4] : 0;
@@ -69,18 +77,19 @@ inline void fused_tile_backward_a(scalar_t* const* cols, int64_t nbp, const int6
 // The b side of the one-band backward for queries order[t0..t1) (b points)
 // against a tile of a points (channels: the upstream gradient g_i): per query
 // j, grad_cb_j = coef sum_i e_i g_i and, with s_i = cb_j . g_i,
-// grad_b_j = cs sum_i s_i e_i (a_i - b_j).
+// grad_b_j = cs sum_i s_i e_i (a_i - b_j). qp, cq: the b positions and channels
+// in sorted order.
 template <typename scalar_t, int C>
 inline void fused_tile_backward_b(scalar_t* const* cols, int64_t nbp, const int64_t* order, int64_t t0, int64_t t1,
-                                  const scalar_t* bp, const scalar_t* cp, scalar_t neg, scalar_t r2, double coef,
+                                  const scalar_t* qp, const scalar_t* cq, scalar_t neg, scalar_t r2, double coef,
                                   double cs, scalar_t* gbp, scalar_t* gcp) {
   const scalar_t *x = cols[0], *y = cols[1], *z = cols[2];
   const scalar_t *c0 = cols[3], *c1 = cols[3 + (C > 1 ? 1 : 0)], *c2 = cols[3 + (C > 2 ? 2 : 0)],
                  *c3 = cols[3 + (C > 3 ? 3 : 0)], *c4 = cols[3 + (C > 4 ? 4 : 0)];
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t j = order[t];
-    const scalar_t* bj = bp + 3 * j;
-    const scalar_t* cj = cp + C * j;
+    const scalar_t* bj = qp + 3 * t;
+    const scalar_t* cj = cq + C * t;
     const scalar_t qx = bj[0], qy = bj[1], qz = bj[2];
     const scalar_t w0 = cj[0], w1 = C > 1 ? cj[1] : 0, w2 = C > 2 ? cj[2] : 0, w3 = C > 3 ? cj[3] : 0,
                    w4 = C > 4 ? cj[4] : 0;
@@ -113,16 +122,18 @@ inline void fused_tile_backward_b(scalar_t* const* cols, int64_t nbp, const int6
 // The a side of the one-band backward on per-graph tiles (see for_each_graph_tile);
 // the coefficient and bandwidth sums are kept per graph and summed at the end.
 template <typename scalar_t, int C>
-void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap,
-                            const scalar_t* gp, const Bands& bands, scalar_t r2, scalar_t* gap,
-                            int64_t num_graphs, double& g_sigma, double& g_coef) {
+void fused_graph_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const at::Tensor& rows,
+                            const Bands& bands, scalar_t r2, scalar_t* gap, int64_t num_graphs, double& g_sigma, double& g_coef) {
   const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
   const double coef = bands.coef[0], sg = bands.sigma[0], cs = coef * 2 * bands.inv2[0];
   const int64_t* order = queries.perm.data_ptr<int64_t>();
+  const scalar_t* qp = queries.pos.data_ptr<scalar_t>();  // sorted positions
+  const at::Tensor sorted_rows = rows_by_cell(rows, queries);
+  const scalar_t* rq = sorted_rows.data_ptr<scalar_t>();
   std::vector<double> per_graph(2 * num_graphs, 0.0);  // (sum s e, sum s e d2) per graph
   for_each_graph_tile(src, queries, C, num_graphs,
                       [&](int64_t g, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
-    fused_tile_backward_a<scalar_t, C>(cols, nbp, order, t0, t1, ap, gp, neg, r2, cs, gap, per_graph[2 * g],
+    fused_tile_backward_a<scalar_t, C>(cols, nbp, order, t0, t1, qp, rq, neg, r2, cs, gap, per_graph[2 * g],
                                        per_graph[2 * g + 1]);
   });
   for (int64_t g = 0; g < num_graphs; ++g) {
@@ -194,16 +205,19 @@ void b_side_query(const SortedSoA<scalar_t>& src, const scalar_t* bj, const scal
 // for_each_cell_tile); cells too dense for a tile visit per query. The a-side
 // band sums are kept per cell and summed in cell order at the end.
 template <typename scalar_t, int C>
-void cell_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap,
-                     const scalar_t* gp, const int64_t* ba, const GridParams& p, const Bands& bands, scalar_t r2,
+void cell_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const at::Tensor& rows,
+                     const scalar_t* ap, const scalar_t* gp, const int64_t* ba, const GridParams& p, const Bands& bands, scalar_t r2,
                      scalar_t* gap, double& g_sigma, double& g_coef) {
   const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
   const double coef = bands.coef[0], sg = bands.sigma[0], cs = coef * 2 * bands.inv2[0];
   const int64_t* order = queries.perm.data_ptr<int64_t>();
+  const scalar_t* qp = queries.pos.data_ptr<scalar_t>();  // sorted positions
+  const at::Tensor sorted_rows = rows_by_cell(rows, queries);
+  const scalar_t* rq = sorted_rows.data_ptr<scalar_t>();
   std::vector<double> per_cell(2 * (queries.keys.numel() + 1), 0.0);  // (sum s e, sum s e d2 coef / sg^3)
   auto tile = [&](int64_t c, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
     double lc = 0, ls = 0;
-    fused_tile_backward_a<scalar_t, C>(cols, nbp, order, t0, t1, ap, gp, neg, r2, cs, gap, lc, ls);
+    fused_tile_backward_a<scalar_t, C>(cols, nbp, order, t0, t1, qp, rq, neg, r2, cs, gap, lc, ls);
     per_cell[2 * c] += lc;
     per_cell[2 * c + 1] += coef / (sg * sg * sg) * ls;
   };
@@ -212,7 +226,7 @@ void cell_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, 
     a_side_query(src, ap + 3 * i, gp + C * i, ba[i], p, bands, r2, C, &per_cell[2 * c + 1], &per_cell[2 * c],
                  gap + 3 * i);
   };
-  for_each_cell_tile(src, queries, p, C, tile, query);
+  for_each_cell_tile<C>(src, queries, p, tile, query);
   for (size_t c = 0; c + 1 < per_cell.size() / 2; ++c) {
     g_coef += per_cell[2 * c];
     g_sigma += per_cell[2 * c + 1];
@@ -220,21 +234,24 @@ void cell_backward_a(const SortedSoA<scalar_t>& src, const SortedGrid& queries, 
 }
 
 template <typename scalar_t, int C>
-void cell_backward_b(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* bp,
-                     const scalar_t* cp, const int64_t* bb, const GridParams& p, const Bands& bands, scalar_t r2,
+void cell_backward_b(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const at::Tensor& rows,
+                     const scalar_t* bp, const scalar_t* cp, const int64_t* bb, const GridParams& p, const Bands& bands, scalar_t r2,
                      scalar_t* gbp, scalar_t* gcp) {
   const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
   const double coef = bands.coef[0], cs = coef * 2 * bands.inv2[0];
   const int64_t* order = queries.perm.data_ptr<int64_t>();
+  const scalar_t* qp = queries.pos.data_ptr<scalar_t>();  // sorted positions
+  const at::Tensor sorted_rows = rows_by_cell(rows, queries);
+  const scalar_t* rq = sorted_rows.data_ptr<scalar_t>();
   auto tile = [&](int64_t, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
-    fused_tile_backward_b<scalar_t, C>(cols, nbp, order, t0, t1, bp, cp, neg, r2, coef, cs, gbp, gcp);
+    fused_tile_backward_b<scalar_t, C>(cols, nbp, order, t0, t1, qp, rq, neg, r2, coef, cs, gbp, gcp);
   };
   auto query = [&](int64_t, int64_t t) {
     const int64_t j = order[t];
     double gc[5];
     b_side_query(src, bp + 3 * j, cp + C * j, bb[j], p, bands, r2, C, gc, gbp + 3 * j, gcp + C * j);
   };
-  for_each_cell_tile(src, queries, p, C, tile, query);
+  for_each_cell_tile<C>(src, queries, p, tile, query);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_row_sums_backward_cpu(
@@ -264,9 +281,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
       dispatch_channels(channels, [&](auto c) {
         constexpr int C = decltype(c)::value;
         if constexpr (C > 0) {
-          fused_graph_backward_a<scalar_t, C>(src, grid_a, a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
-                                              bands, r2, grad_a.data_ptr<scalar_t>(), num_graphs, g_sig[0],
-                                              g_coef[0]);
+          fused_graph_backward_a<scalar_t, C>(src, grid_a, grad, bands, r2, grad_a.data_ptr<scalar_t>(), num_graphs,
+                                              g_sig[0], g_coef[0]);
         }
       });
     } else if (need_a && fused_shape(bands, channels) && cell_tiles(p)) {
@@ -274,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
       dispatch_channels(channels, [&](auto c) {
         constexpr int C = decltype(c)::value;
         if constexpr (C > 0) {
-          cell_backward_a<scalar_t, C>(src, grid_a, a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
+          cell_backward_a<scalar_t, C>(src, grid_a, grad, a.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),
                                        batch_a.data_ptr<int64_t>(), p, bands, r2, grad_a.data_ptr<scalar_t>(),
                                        g_sig[0], g_coef[0]);
         }
@@ -313,7 +329,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kernel_ro
         dispatch_channels(channels, [&](auto c) {
           constexpr int C = decltype(c)::value;
           if constexpr (C > 0) {
-            cell_backward_b<scalar_t, C>(src, grid_b, bp, cp, bb, p, bands, r2, gbp, gcp);
+            cell_backward_b<scalar_t, C>(src, grid_b, cb, bp, cp, bb, p, bands, r2, gbp, gcp);
             done = true;
           }
         });

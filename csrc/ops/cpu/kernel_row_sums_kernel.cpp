@@ -54,12 +54,13 @@ void fused_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const
   const double coef = bands.coef[0];
   const int64_t* order = queries.perm.data_ptr<int64_t>();
   if (cell_tiles(p)) {  // sparse neighbourhoods: cell by cell (see for_each_cell_tile)
+    const scalar_t* qpos = queries.pos.data_ptr<scalar_t>();
     auto tile = [&](int64_t, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
       const scalar_t* ch[5];
       for (int c = 0; c < C; ++c) ch[c] = cols[3 + c];
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t i = order[t];
-        const scalar_t* ai = ap + 3 * i;
+        const scalar_t* ai = qpos + 3 * t;  // sorted positions: no scattered read
         scalar_t part[5] = {0, 0, 0, 0, 0};
         fused_chunk<scalar_t, C>(cols[0], cols[1], cols[2], ch, nbp, ai[0], ai[1], ai[2], neg, r2, part);
         for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * part[c]);
@@ -69,7 +70,7 @@ void fused_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const
       const int64_t i = order[t];
       fused_query_row<scalar_t, C>(src, ap + 3 * i, ba[i], p, neg, r2, coef, op + C * i);
     };
-    for_each_cell_tile(src, queries, p, C, tile, query);
+    for_each_cell_tile<C>(src, queries, p, tile, query);
     return;
   }
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {

@@ -330,9 +330,9 @@ inline std::vector<int64_t> query_cells(const SortedGrid& queries) {
 // the cell's queries are [t_begin, t_end) of the sorted query order. Cells
 // whose key lies outside the grid (bad graph ids, non-finite coordinates) take
 // the per-query path, which clips its look-ups. In parallel over cells.
-template <typename scalar_t, typename T, typename Q>
-void for_each_cell_tile(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const GridParams& p,
-                        int channels, T&& tile, Q&& query) {
+template <int channels, typename scalar_t, typename T, typename Q>
+void for_each_cell_tile(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const GridParams& p, T&& tile,
+                        Q&& query) {
   constexpr int W = kLanes<scalar_t>;
   constexpr int kMaxColumns = (2 * int(kCellsPerRadius) + 1) * (2 * int(kCellsPerRadius) + 1);
   const std::vector<int64_t> cells = query_cells(queries);
@@ -371,13 +371,20 @@ void for_each_cell_tile(const SortedSoA<scalar_t>& src, const SortedGrid& querie
         continue;
       }
       const int64_t nbp = (total + W - 1) / W * W;
+      // One loop writes every column (the ranges are short: a per-column copy
+      // would be a library call per few points).
+      const scalar_t* from[3 + channels];
       for (int k = 0; k < 3 + channels; ++k) {
-        scalar_t* to = buf + k * nbp;
-        cols[k] = to;
-        const scalar_t* from = k < 3 ? src.pos + k * src.m : src.chan + (k - 3) * src.m;
-        for (int r = 0; r < nr; ++r) to = std::copy(from + rb[r], from + re[r], to);
-        std::fill(to, buf + (k + 1) * nbp, scalar_t(0));
+        cols[k] = buf + k * nbp;
+        from[k] = k < 3 ? src.pos + k * src.m : src.chan + (k - 3) * src.m;
       }
+      int64_t o = 0;
+      for (int r = 0; r < nr; ++r) {
+        for (int64_t j = rb[r]; j < re[r]; ++j, ++o) {
+          for (int k = 0; k < 3 + channels; ++k) cols[k][o] = from[k][j];
+        }
+      }
+      for (int k = 0; k < 3 + channels; ++k) std::fill(cols[k] + total, cols[k] + nbp, scalar_t(0));
       tile(c, cols, nbp, t0, t1);
     }
   });
