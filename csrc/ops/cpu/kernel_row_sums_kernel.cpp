@@ -36,20 +36,47 @@ void fused_graph_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries,
   });
 }
 
+// One query row by visiting its cell columns (the dense-neighbourhood path).
 template <typename scalar_t, int C>
-void fused_rows(const SortedSoA<scalar_t>& src, const int64_t* order, const scalar_t* ap, const int64_t* ba,
+inline void fused_query_row(const SortedSoA<scalar_t>& src, const scalar_t* ai, int64_t g, const GridParams& p,
+                            scalar_t neg, scalar_t r2, double coef, scalar_t* oi) {
+  double acc[5] = {0, 0, 0, 0, 0};
+  for_each_range(ai, g, src.index, p, [&](int64_t s, int64_t e) {
+    fused_range<scalar_t, C>(ai, src.pos, src.chan, src.m, s, e - s, neg, r2, acc);
+  });
+  for (int c = 0; c < C; ++c) oi[c] = static_cast<scalar_t>(coef * acc[c]);
+}
+
+template <typename scalar_t, int C>
+void fused_rows(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const scalar_t* ap, const int64_t* ba,
                 const GridParams& p, const Bands& bands, scalar_t r2, scalar_t* op, int64_t n) {
   const scalar_t neg = static_cast<scalar_t>(-bands.inv2[0]);
   const double coef = bands.coef[0];
+  const int64_t* order = queries.perm.data_ptr<int64_t>();
+  if (cell_tiles(p)) {  // sparse neighbourhoods: cell by cell (see for_each_cell_tile)
+    const scalar_t* qpos = queries.pos.data_ptr<scalar_t>();
+    auto tile = [&](int64_t, scalar_t** cols, int64_t nbp, int64_t t0, int64_t t1) {
+      const scalar_t* ch[5];
+      for (int c = 0; c < C; ++c) ch[c] = cols[3 + c];
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t i = order[t];
+        const scalar_t* ai = qpos + 3 * t;  // sorted positions: no scattered read
+        scalar_t part[5] = {0, 0, 0, 0, 0};
+        fused_chunk<scalar_t, C>(cols[0], cols[1], cols[2], ch, nbp, ai[0], ai[1], ai[2], neg, r2, part);
+        for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * part[c]);
+      }
+    };
+    auto query = [&](int64_t, int64_t t) {
+      const int64_t i = order[t];
+      fused_query_row<scalar_t, C>(src, ap + 3 * i, ba[i], p, neg, r2, coef, op + C * i);
+    };
+    for_each_cell_tile<C>(src, queries, p, tile, query);
+    return;
+  }
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t i = order[t];
-      double acc[5] = {0, 0, 0, 0, 0};
-      const scalar_t* ai = ap + 3 * i;
-      for_each_range(ai, ba[i], src.index, p, [&](int64_t s, int64_t e) {
-        fused_range<scalar_t, C>(ai, src.pos, src.chan, src.m, s, e - s, neg, r2, acc);
-      });
-      for (int c = 0; c < C; ++c) op[C * i + c] = static_cast<scalar_t>(coef * acc[c]);
+      fused_query_row<scalar_t, C>(src, ap + 3 * i, ba[i], p, neg, r2, coef, op + C * i);
     }
   });
 }
@@ -82,7 +109,7 @@ at::Tensor kernel_row_sums_cpu(const at::Tensor& a_, const at::Tensor& b_, const
         constexpr int C = decltype(c)::value;
         if constexpr (C > 0) {
           if (tiles) fused_graph_rows<scalar_t, C>(src, queries, ap, bands, r2, op, num_graphs);
-          else fused_rows<scalar_t, C>(src, order, ap, ba, p, bands, r2, op, n);
+          else fused_rows<scalar_t, C>(src, queries, ap, ba, p, bands, r2, op, n);
         }
       });
       return;

@@ -293,6 +293,103 @@ inline bool graph_tiles(const GridParams& p, int64_t num_graphs) {
   return p.reach == 0 && p.largest <= kGraphScanPoints && num_graphs > 1;
 }
 
+// Sparse neighbourhoods (a few dozen neighbours per point): per query, the
+// cell columns hold a handful of points each, and visiting them one by one
+// (column geometry, range look-ups, one padded vector chunk per column) costs
+// more than the kernel evaluations. Instead the queries run cell by cell: the
+// sources of the (2 reach + 1)^3 cells around a query cell are copied once into
+// a contiguous zero-padded tile (channel 0 on the padding, as for the graph
+// tiles), and every query of the cell runs full-width chunks over the whole
+// tile. The exact test d2 <= r2 selects the neighbours, so the results are
+// those of the per-query visit (a superset of its candidates is scanned).
+// Cells whose tile would exceed kCellTileMax points (dense neighbourhoods,
+// where the per-query column clipping scans fewer candidates) keep the
+// per-query visit.
+constexpr int64_t kCellTileMax = 2048;
+
+// Whether the cell tiles apply: a real grid (not one cell per graph).
+inline bool cell_tiles(const GridParams& p) {
+  return p.reach > 0 && p.reach <= static_cast<int64_t>(kCellsPerRadius);
+}
+
+// The first sorted query of each distinct cell key, and the end: [cells + 1].
+inline std::vector<int64_t> query_cells(const SortedGrid& queries) {
+  const int64_t* k = queries.keys.data_ptr<int64_t>();
+  const int64_t n = queries.keys.numel();
+  std::vector<int64_t> starts;
+  for (int64_t t = 0; t < n; ++t) {
+    if (t == 0 || k[t] != k[t - 1]) starts.push_back(t);
+  }
+  starts.push_back(n);
+  return starts;
+}
+
+// Calls tile(cell, cols, nbp, t_begin, t_end) per query cell whose candidate
+// sources fit a tile (cols: 3 coordinates then the channels, nbp points, zero
+// padded to whole vector widths), else query(cell, t) for each of its queries;
+// the cell's queries are [t_begin, t_end) of the sorted query order. Cells
+// whose key lies outside the grid (bad graph ids, non-finite coordinates) take
+// the per-query path, which clips its look-ups. In parallel over cells.
+template <int channels, typename scalar_t, typename T, typename Q>
+void for_each_cell_tile(const SortedSoA<scalar_t>& src, const SortedGrid& queries, const GridParams& p, T&& tile,
+                        Q&& query) {
+  constexpr int W = kLanes<scalar_t>;
+  constexpr int kMaxColumns = (2 * int(kCellsPerRadius) + 1) * (2 * int(kCellsPerRadius) + 1);
+  const std::vector<int64_t> cells = query_cells(queries);
+  const int64_t* keys = queries.keys.data_ptr<int64_t>();
+  const int64_t num_cells = static_cast<int64_t>(cells.size()) - 1;
+  const int64_t per_graph = p.size[0] * p.size[1] * p.size[2];
+  const int64_t R = p.reach;
+  at::parallel_for(0, num_cells, 4, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> store((3 + channels) * (kCellTileMax + W) + W);
+    scalar_t* buf = aligned64(store.data());
+    scalar_t* cols[3 + 5];
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t t0 = cells[c], t1 = cells[c + 1], key = keys[t0];
+      const int64_t g = key >= 0 ? key / per_graph : -1;
+      int64_t rest = key >= 0 ? key % per_graph : 0;
+      const int64_t c2 = rest % p.size[2];
+      rest /= p.size[2];
+      const int64_t c1 = rest % p.size[1], c0 = rest / p.size[1];
+      bool fits = g >= 0 && g < p.num_graphs && c0 >= R && c0 < p.size[0] - R && c1 >= R &&
+                  c1 < p.size[1] - R && c2 >= R && c2 < p.size[2] - R;
+      int64_t rb[kMaxColumns], re[kMaxColumns], total = 0;
+      int nr = 0;
+      for (int64_t o0 = -R; fits && o0 <= R; ++o0) {
+        for (int64_t o1 = -R; o1 <= R; ++o1) {
+          int64_t b, e;
+          src.index.range(pack_key(g, c0 + o0, c1 + o1, c2 - R, p), pack_key(g, c0 + o0, c1 + o1, c2 + R, p), b, e);
+          if (e > b) {
+            rb[nr] = b;
+            re[nr++] = e;
+            total += e - b;
+          }
+        }
+      }
+      if (!fits || total > kCellTileMax) {
+        for (int64_t t = t0; t < t1; ++t) query(c, t);
+        continue;
+      }
+      const int64_t nbp = (total + W - 1) / W * W;
+      // One loop writes every column (the ranges are short: a per-column copy
+      // would be a library call per few points).
+      const scalar_t* from[3 + channels];
+      for (int k = 0; k < 3 + channels; ++k) {
+        cols[k] = buf + k * nbp;
+        from[k] = k < 3 ? src.pos + k * src.m : src.chan + (k - 3) * src.m;
+      }
+      int64_t o = 0;
+      for (int r = 0; r < nr; ++r) {
+        for (int64_t j = rb[r]; j < re[r]; ++j, ++o) {
+          for (int k = 0; k < 3 + channels; ++k) cols[k][o] = from[k][j];
+        }
+      }
+      for (int k = 0; k < 3 + channels; ++k) std::fill(cols[k] + total, cols[k] + nbp, scalar_t(0));
+      tile(c, cols, nbp, t0, t1);
+    }
+  });
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace tg_rapidalign
