@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import extras
-from ._validation import check_choice, check_positions, check_positive_scalar, check_same_space
+from ._validation import check_choice, check_flag, check_positions, check_positive_scalar, check_same_space
 from .functional.drmmd import cholesky_jitter, witness_grad
 from .kernels import KernelLike, resolve_kernel
 from .ops.gaussian import band_blocks, gaussian_gram
@@ -53,12 +53,6 @@ def _real(value, name: str) -> float:
 def _count(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return value
-
-
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
 
 
@@ -115,9 +109,9 @@ class DrMMDFlow:
         record_every = _count(record_every, "record_every")
         if record_every < 1:
             raise ValueError(f"record_every must be a positive int, got {record_every!r}")
-        self.adaptive, self.noise, self.noise_decay = _flag(adaptive, "adaptive"), noise, noise_decay
+        self.adaptive, self.noise, self.noise_decay = check_flag(adaptive, "adaptive"), noise, noise_decay
         self.record_every = record_every
-        self.w2 = extras.has("scipy") if w2 is None else _flag(w2, "w2")
+        self.w2 = extras.has("scipy") if w2 is None else check_flag(w2, "w2")
         self.y = target.detach().double()
         self.sigmas, self.coefs = (t.detach() for t in resolve_kernel(sigma, torch.float64, target.device))
         self.kyy = gaussian_gram(self.y, self.y, self.sigmas, self.coefs)
